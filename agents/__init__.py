@@ -1,0 +1,8 @@
+"""Faust agents of the rtdstream worker (installed as ``rtdstream.agents``).
+
+Importing this package registers every agent on :data:`rtdstream.app.app`.
+"""
+
+from rtdstream.agents import validate, views
+
+__all__ = ["validate", "views"]

@@ -1,0 +1,59 @@
+"""The Faust application: ``faust -A rtdstream.app worker`` and ``rtdstream worker`` run this.
+
+Importing this module validates the settings (a bad one exits with a message
+naming it) and registers the agents of ``rtdstream.agents``.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from rtdstream import topics
+from rtdstream.config import SettingsError, get_settings
+
+try:
+    settings = get_settings()
+except SettingsError as exc:
+    raise SystemExit(f"rtdstream: {exc}") from None
+
+
+def create_app() -> faust.App:
+    """The Faust app with the settings DESIGN.md section 5 and 6 call for."""
+    return faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        # A new group must start from the beginning: every reading that reached
+        # rtd.readings is owed to the database.
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=max(settings.session_timeout / 5, 0.5),
+        broker_rebalance_timeout=max(settings.session_timeout * 2, 20.0),
+        producer_acks=-1,
+    )
+
+
+app = create_app()
+
+
+def _topic(name: str) -> faust.TopicT:
+    # internal=True makes the worker create the topic with our partition count
+    # before subscribing, instead of letting the broker auto-create it.
+    return app.topic(
+        name,
+        partitions=settings.partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+readings_topic = _topic(topics.READINGS)
+validated_topic = _topic(topics.VALIDATED)
+dlq_topic = _topic(topics.DLQ)
+windows_topic = _topic(topics.WINDOWS)
+partials_topic = _topic(topics.PARTIALS)
+
+from rtdstream import agents  # noqa: E402,F401  (registers the agents on ``app``)

@@ -1,0 +1,1 @@
+"""The bridge: HTTP reading streams in, envelopes on ``rtd.readings`` out."""

@@ -1,0 +1,159 @@
+"""Batch readings into envelopes (one source per message) and produce them to Kafka.
+
+One Kafka message per reading caps a Faust worker at a few thousand readings a
+second; an envelope of a hundred readings moves that cap past a hundred
+thousand (DESIGN.md section 6). An envelope is flushed when it holds
+``max_batch`` readings or ``max_bytes`` of JSON (below the broker's message
+limit), or when its oldest reading has waited ``linger`` seconds.
+
+Delivery is bounded: at most ``max_in_flight`` messages wait for the broker's
+acknowledgement. When the broker is away, :meth:`EnvelopeProducer.add` blocks,
+the bridge stops reading its HTTP streams, and TCP pushes back on the
+simulator, so memory stays flat and nothing read is dropped. A message counts
+as delivered only once the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from rtdstream.backoff import Backoff
+from rtdstream.bridge.stats import BridgeStats
+
+log = logging.getLogger(__name__)
+
+
+def build_envelope(source: str, raws: list[bytes]) -> bytes:
+    """``{"source": s, "readings": [...]}`` from JSON texts already checked by the framer."""
+    return b'{"source":' + orjson.dumps(source) + b',"readings":[' + b",".join(raws) + b"]}"
+
+
+class _Pending:
+    """Readings of one source waiting for their envelope to fill."""
+
+    __slots__ = ("raws", "size", "started")
+
+    def __init__(self, started: float) -> None:
+        self.raws: list[bytes] = []
+        self.size = 0
+        self.started = started
+
+
+class EnvelopeProducer:
+    """Per-source batching in front of one aiokafka producer, with bounded in-flight messages."""
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        *,
+        max_batch: int,
+        linger: float,
+        stats: BridgeStats,
+        max_bytes: int = 512 * 1024,
+        max_in_flight: int = 256,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._max_batch = max_batch
+        self._linger = linger
+        self._max_bytes = max_bytes
+        self._stats = stats
+        self._pending: dict[str, _Pending] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: deque[asyncio.Task[None]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_lingering(), name="envelope-linger")
+
+    async def add(self, source: str, raw: bytes) -> None:
+        """Queue one reading; waits when the broker is behind (backpressure)."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(source)
+        if pending is None:
+            pending = self._pending[source] = _Pending(loop.time())
+        pending.raws.append(raw)
+        pending.size += len(raw) + 1
+        if len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes:
+            del self._pending[source]
+            await self._send(source, build_envelope(source, pending.raws), len(pending.raws))
+
+    async def send_raw(self, key: str | None, value: bytes, topic: str) -> None:
+        """Produce one message outside the batching (dead letters)."""
+        await self._send(key, value, 0, topic=topic)
+
+    async def flush(self) -> None:
+        """Send every pending envelope and wait until the broker acknowledged all messages."""
+        pending, self._pending = self._pending, {}
+        for source, batch in pending.items():
+            await self._send(source, build_envelope(source, batch.raws), len(batch.raws))
+        while self._in_flight:
+            await asyncio.shield(self._in_flight[0])
+
+    async def stop(self) -> None:
+        """Flush and stop the linger timer; the caller stops the Kafka producer afterwards."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.flush()
+
+    async def _flush_lingering(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._linger)
+            now = loop.time()
+            due = [s for s, p in self._pending.items() if now - p.started >= self._linger]
+            for source in due:
+                batch = self._pending.pop(source, None)
+                if batch is not None:
+                    await self._send(source, build_envelope(source, batch.raws), len(batch.raws))
+
+    async def _send(self, key: str | None, value: bytes, readings: int, *, topic: str | None = None) -> None:
+        if self._slots.locked():
+            self._stats.backpressure_waits += 1
+        await self._slots.acquire()
+        task = asyncio.create_task(self._deliver(key, value, readings, topic or self._topic))
+        self._in_flight.append(task)
+        task.add_done_callback(self._on_delivered)
+
+    def _on_delivered(self, task: asyncio.Task[None]) -> None:
+        self._slots.release()
+        self._in_flight.remove(task)
+
+    async def _deliver(self, key: str | None, value: bytes, readings: int, topic: str) -> None:
+        """Produce until the broker acknowledges; re-send only what was never sent."""
+        backoff = Backoff(initial=0.5, cap=10.0)
+        key_bytes = key.encode() if key is not None else None
+        while True:
+            try:
+                delivery = await self._producer.send(topic, value, key=key_bytes)
+                await delivery
+            except KafkaTimeoutError:
+                # The message expired in the client's buffer before it was sent:
+                # sending it again cannot duplicate it.
+                delay = backoff.next()
+                self._stats.delivery_retries += 1
+                log.warning(
+                    "broker did not take a message for %s within the request timeout; "
+                    "retrying in %.1fs (%d messages waiting)", topic, delay, len(self._in_flight),
+                )
+                await asyncio.sleep(delay)
+            except KafkaError as exc:
+                if not exc.retriable:
+                    self._stats.delivery_failures += 1
+                    log.error("broker refused a message for %s (%r); %d readings not delivered", topic, exc, readings)
+                    return
+                delay = backoff.next()
+                self._stats.delivery_retries += 1
+                log.warning("producing to %s failed (%r); retrying in %.1fs", topic, exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                self._stats.on_delivered(topic, readings)
+                return

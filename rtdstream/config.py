@@ -1,0 +1,307 @@
+"""Settings, read once from the environment (and ``.env``) and validated at start.
+
+Every process of rtdstream reads the same :class:`Settings`. A bad value must
+stop the process before it touches Kafka or the database, with a message that
+names the variable, so :func:`load_settings` turns pydantic's errors into one
+:class:`SettingsError` that the CLI prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rtdstream.errors import UserError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SOURCE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``"500ms"``, ``"2s"``, ``"1m"`` or a bare number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (examples: 500ms, 2s, 1m)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The label of a duration in window names: whole seconds as ``10s``, else ``500ms``."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+class SettingsError(UserError):
+    """A setting is missing or malformed; the message names the variable."""
+
+    exit_code = 2
+
+
+class Settings(BaseSettings):
+    """What an operator can set. Names are the environment variables (see README)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    broker: str | None = Field(
+        None,
+        validation_alias="RTD_BROKER",
+        description="Kafka bootstrap servers, kafka://host:port[,host:port]. "
+        "Unset: `rtdstream dev` starts the embedded broker; other commands use kafka://localhost:9092.",
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///rtdstream.sqlite3",
+        validation_alias="RTD_DATABASE_URL",
+        description="SQLAlchemy async URL: mysql+aiomysql://user:pass@host/db, or the embedded SQLite file.",
+    )
+    sources: CommaList = Field(
+        ["http://localhost:3000/stream"],
+        validation_alias="RTD_SOURCES",
+        description="Stream URLs the bridge reads, comma-separated; `name=url` sets the source id "
+        "for records that carry none (default: the URL's host:port).",
+    )
+    port: int | None = Field(
+        None, validation_alias="PORT", ge=1, le=65535,
+        description="HTTP port of the process (default 4000 for web, 3000 for sim).",
+    )
+    cors_origins: CommaList = Field(
+        ["http://localhost:5173"],
+        validation_alias="RTD_CORS_ORIGINS",
+        description="Origins allowed to open Socket.IO and API connections; `*` allows any.",
+    )
+    windows: CommaList = Field(
+        ["1s", "10s", "60s"],
+        validation_alias="RTD_WINDOWS",
+        description="Tumbling window sizes per source.",
+    )
+    hopping_window: str = Field(
+        "60s/10s",
+        validation_alias="RTD_HOPPING_WINDOW",
+        description="Hopping window as size/step; empty disables it.",
+    )
+    grace: Duration = Field(
+        2.0, validation_alias="RTD_GRACE",
+        description="How far behind the newest reading of a partition a reading may arrive and still count.",
+    )
+    idle_timeout: Duration = Field(
+        10.0, validation_alias="RTD_IDLE_TIMEOUT",
+        description="Wall-clock time after which an idle partition closes its open windows.",
+    )
+    auth_token: str | None = Field(
+        None, validation_alias="RTD_AUTH_TOKEN",
+        description="When set, Socket.IO and the REST API refuse clients without this token.",
+    )
+    partitions: int = Field(
+        8, validation_alias="RTD_PARTITIONS", ge=1, le=1024,
+        description="Partitions of every rtdstream topic: the most workers that can share the load.",
+    )
+    app_id: str = Field(
+        "rtdstream", validation_alias="RTD_APP_ID",
+        description="Faust application id: the consumer group and the prefix of table changelogs.",
+    )
+    session_timeout: Duration = Field(
+        10.0, validation_alias="RTD_SESSION_TIMEOUT",
+        description="Kafka consumer session timeout; a group forms after about half of it.",
+    )
+    bridge_batch: int = Field(
+        500, validation_alias="RTD_BRIDGE_BATCH", ge=1,
+        description="Most readings in one envelope the bridge produces.",
+    )
+    bridge_linger: Duration = Field(
+        0.005, validation_alias="RTD_BRIDGE_LINGER",
+        description="Longest a reading waits in the bridge for its envelope to fill.",
+    )
+    max_line_bytes: int = Field(
+        65536, validation_alias="RTD_MAX_LINE_BYTES", ge=64,
+        description="Longest line the bridge accepts from a stream; longer ones go to rtd.dlq.",
+    )
+    read_timeout: Duration = Field(
+        30.0, validation_alias="RTD_READ_TIMEOUT",
+        description="A stream that sends nothing for this long is treated as stalled and reopened.",
+    )
+    max_message_bytes: int = Field(
+        1_048_576, validation_alias="RTD_MAX_MESSAGE_BYTES", ge=1024,
+        description="Largest Kafka message the validation agent accepts.",
+    )
+    sink_batch: int = Field(
+        200, validation_alias="RTD_SINK_BATCH", ge=1,
+        description="Most messages (envelopes) the sink writes in one transaction.",
+    )
+    sink_within: Duration = Field(
+        0.05, validation_alias="RTD_SINK_WITHIN",
+        description="Longest the sink waits to fill a batch.",
+    )
+    legacy_table: bool = Field(
+        False, validation_alias="RTD_LEGACY_TABLE",
+        description="Also write readings to the original `Data` table layout.",
+    )
+    live_max_rate: float = Field(
+        10.0, validation_alias="RTD_LIVE_MAX_RATE", gt=0,
+        description="Most per-reading live events (newData, reading, partial) per source per second; "
+        "faster sources are coalesced to their latest value (the `readings` batch event carries all).",
+    )
+    log_level: str = Field(
+        "info", validation_alias="RTD_LOG_LEVEL",
+        description="debug, info, warn or error.",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for server in value.split(","):
+            parts = urlsplit(server if "://" in server else f"kafka://{server}")
+            if parts.scheme != "kafka" or not parts.hostname:
+                raise ValueError(f"{server!r} is not kafka://host:port")
+            try:
+                parts.port
+            except ValueError as exc:
+                raise ValueError(f"{server!r} has a bad port") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if scheme not in ("mysql+aiomysql", "sqlite+aiosqlite"):
+            raise ValueError("must start with mysql+aiomysql:// or sqlite+aiosqlite://")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_source(entry)
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, value: list[str]) -> list[str]:
+        for size in value:
+            if parse_duration(size) < 0.001:
+                raise ValueError(f"window {size!r} must be at least 1ms")
+        return value
+
+    @field_validator("hopping_window")
+    @classmethod
+    def _check_hopping(cls, value: str) -> str:
+        if value.strip():
+            size, step = _hopping_parts(value)
+            if step <= 0 or size <= 0 or size < step:
+                raise ValueError("needs size/step with 0 < step <= size, e.g. 60s/10s")
+            if round(size * 1000) % round(step * 1000):
+                raise ValueError("size must be a multiple of step")
+        return value.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.lower()
+        if level == "warning":
+            level = "warn"
+        if level not in ("debug", "info", "warn", "error", "critical"):
+            raise ValueError("must be debug, info, warn or error")
+        return level
+
+    @property
+    def broker_url(self) -> str:
+        """The broker to use when none is embedded."""
+        return self.broker or "kafka://localhost:9092"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port,host:port`` as the Kafka clients take it."""
+        return ",".join(server.split("://", 1)[-1] for server in self.broker_url.split(","))
+
+    @property
+    def window_sizes(self) -> list[float]:
+        return [parse_duration(size) for size in self.windows]
+
+    @property
+    def hopping(self) -> tuple[float, float] | None:
+        """(size, step) in seconds, or None when disabled."""
+        return _hopping_parts(self.hopping_window) if self.hopping_window else None
+
+    @property
+    def source_urls(self) -> list[tuple[str, str]]:
+        """(source id, url) for each configured stream."""
+        return [parse_source(entry) for entry in self.sources]
+
+
+def _hopping_parts(value: str) -> tuple[float, float]:
+    size, sep, step = value.partition("/")
+    if not sep:
+        raise ValueError("needs size/step, e.g. 60s/10s")
+    return parse_duration(size), parse_duration(step)
+
+
+def parse_source(entry: str) -> tuple[str, str]:
+    """``name=url`` or ``url`` -> (source id, url); the id defaults to host:port."""
+    name, sep, url = entry.partition("=")
+    if not sep or "://" in name:
+        name, url = "", entry
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    source = name or f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    if not _SOURCE_ID.match(source):
+        raise ValueError(f"source id {source!r} may only use letters, digits and . _ : - (1-64)")
+    return source, url
+
+
+def is_valid_source_id(source: str) -> bool:
+    return bool(_SOURCE_ID.match(source))
+
+
+def _env_name(field_name: str) -> str:
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias or field_name)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings, raising :class:`SettingsError` naming each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            if name in Settings.model_fields:
+                name = _env_name(name)
+            value = error.get("input")
+            shown = f"={value!r}" if isinstance(value, (str, int, float)) else ""
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}{shown}: {message}")
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated on first use."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""A simulator byte-compatible with the original ``rtd-sim`` (DESIGN.md section 2)."""

@@ -1,0 +1,1 @@
+"""Window definitions and window state of the worker (installed as ``rtdstream.tables``)."""

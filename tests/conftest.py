@@ -1,0 +1,82 @@
+"""Fixtures for tests against real components: the embedded broker, MariaDB, rtdstream processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtdstream.broker import EmbeddedBroker
+from tests.support.mariadb import MariaDB
+from tests.support.processes import ProcessGroup
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A fresh in-memory Kafka-compatible broker per test: no topic or group leaks between tests."""
+    with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'rtdstream.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> MariaDB:
+    """The machine's MariaDB (127.0.0.1:3306, root, empty password); started if it is down."""
+    server = MariaDB.from_environment()
+    server.ensure_running()
+    return server
+
+
+@pytest.fixture
+def mysql_url(mariadb: MariaDB) -> Iterator[str]:
+    """A new empty database on MariaDB for one test, dropped afterwards."""
+    name = f"rtd_test_{uuid.uuid4().hex[:12]}"
+    mariadb.create_database(name)
+    try:
+        yield mariadb.url(name)
+    finally:
+        mariadb.drop_database(name)
+
+
+@pytest.fixture
+def rtd_env(broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for rtdstream processes pointed at this test's broker and database."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RTD_")}
+    env.update(
+        RTD_BROKER=broker.url,
+        RTD_DATABASE_URL=sqlite_url,
+        RTD_SESSION_TIMEOUT="6s",
+        RTD_PARTITIONS="4",
+        RTD_LOG_LEVEL="info",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("PORT", None)
+    return env
+
+
+@pytest.fixture
+def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
+    """Start rtdstream commands as real processes; all are stopped (and checked gone) after the test."""
+    group = ProcessGroup(log_dir=tmp_path / "logs", cwd=tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            group.dump_logs()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,117 @@
+"""Run rtdstream commands as real processes, the way users and Procfile runners do."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 60.0, count: int = 1) -> re.Match[str]:
+        """Wait until ``pattern`` (a regex) appears ``count`` times in the output."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            matches = list(regex.finditer(self.log_text()))
+            if len(matches) >= count:
+                return matches[count - 1]
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before logging {pattern!r}:\n"
+                                     + self.log_text()[-4000:])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not log {pattern!r} within {timeout}s:\n"
+                                     + self.log_text()[-4000:])
+            time.sleep(0.1)
+
+    def is_running(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class ProcessGroup:
+    """Processes of one test; each in its own session so nothing it spawns can escape."""
+
+    log_dir: Path
+    cwd: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], env: dict[str, str], *, module: bool = True) -> Proc:
+        """Start ``python -m rtdstream <args>`` (or ``args`` as is when ``module`` is false)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}-{len(self.procs)}.log"
+        command = [sys.executable, "-m", "rtdstream", *args] if module else args
+        log_file = log_path.open("wb")
+        popen = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=self.cwd, start_new_session=True
+        )
+        log_file.close()
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def terminate(self, proc: Proc, timeout: float = 20.0) -> int:
+        """SIGTERM and wait: the exit code of a clean shutdown."""
+        proc.popen.send_signal(signal.SIGTERM)
+        return proc.popen.wait(timeout=timeout)
+
+    def kill(self, proc: Proc) -> None:
+        """``kill -9`` the process and everything in its session."""
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.is_running():
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+
+    def dump_logs(self) -> None:
+        for proc in self.procs:
+            sys.stderr.write(f"\n----- {proc.name} (pid {proc.pid}) -----\n{proc.log_text()[-6000:]}\n")
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def session_alive(pid: int) -> list[int]:
+    """Pids still running in the session that ``pid`` led (empty when all are gone)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == pid:
+                stat = (entry / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(int(entry.name))
+        except (ProcessLookupError, PermissionError, FileNotFoundError):
+            continue
+    return alive
