@@ -6,10 +6,16 @@ naming it) and registers the agents of ``rtdstream.agents``.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import faust
 
 from rtdstream import topics
 from rtdstream.config import SettingsError, get_settings
+from rtdstream.errors import UserError
 
 try:
     settings = get_settings()
@@ -17,9 +23,37 @@ except SettingsError as exc:
     raise SystemExit(f"rtdstream: {exc}") from None
 
 
-def create_app() -> faust.App:
+class RtdApp(faust.App):
+    """The Faust app, plus start-up work that must finish before any agent runs.
+
+    ``on_first_start`` runs before the producer, consumer and agents start. It
+    creates the topics with the configured partition count (a topic the
+    workers only produce to would otherwise be auto-created by the broker
+    with its own count) and then runs every callable in :attr:`preparations`
+    (database migrations, for example). A :class:`UserError` there ends the
+    worker with one line on stderr instead of a crash report.
+    """
+
+    preparations: list[Callable[[], Awaitable[None]]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.preparations = []
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        try:
+            await topics.ensure_topics(settings)
+            for prepare in self.preparations:
+                await prepare()
+        except UserError as exc:
+            print(f"rtdstream worker: {exc}", file=sys.stderr, flush=True)
+            os._exit(exc.exit_code)  # nothing has started yet, there is nothing to clean up
+
+
+def create_app() -> RtdApp:
     """The Faust app with the settings DESIGN.md section 5 and 6 call for."""
-    return faust.App(
+    return RtdApp(
         settings.app_id,
         broker=settings.broker_url,
         store="memory://",

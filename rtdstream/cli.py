@@ -27,7 +27,8 @@ class RtdCommand(AppCommand):
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         configure_logging(self._loglevel or settings.log_level)
-        raise SystemExit(run_main(self.execute(*args, **kwargs), name=type(self).__name__))
+        body = self.execute(*self.args, *args, **{**self.kwargs, **kwargs})
+        raise SystemExit(run_main(body, name=type(self).__name__))
 
 
 @app.command(

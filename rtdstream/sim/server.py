@@ -61,7 +61,7 @@ class Simulator:
         self.rate = rate
         self.sources = sources
         self._rng = random.Random(seed)
-        self._streams: set[asyncio.Event] = set()
+        self._streams: set[_Stream] = set()
         self.records_sent = 0
 
     @property
@@ -84,44 +84,51 @@ class Simulator:
         response = web.StreamResponse(headers=STREAM_HEADERS)
         response.enable_chunked_encoding()
         await response.prepare(request)
-        stopped = asyncio.Event()
-        self._streams.add(stopped)
+        stream = _Stream()
+        self._streams.add(stream)
         peer = request.remote
         log.info("stream opened for %s (%d active)", peer, self.active_streams)
         try:
-            await self._write_records(response, self._new_sensors(), stopped)
+            await self._write_records(response, self._new_sensors(), stream)
         except ConnectionError:
             pass  # the client went away; its timer stops with this loop
         finally:
-            self._streams.discard(stopped)
-            log.info("stream closed for %s (%d active)", peer, self.active_streams)
+            self._streams.discard(stream)
+            log.info("stream closed for %s after %d records (%d active)", peer, stream.sent, self.active_streams)
         return response
 
-    async def _write_records(
-        self, response: web.StreamResponse, sensors: list[Sensor], stopped: asyncio.Event
-    ) -> None:
+    async def _write_records(self, response: web.StreamResponse, sensors: list[Sensor], stream: _Stream) -> None:
         loop = asyncio.get_running_loop()
         tick = max(1.0 / self.rate, 1.0 / MAX_TICKS_PER_SECOND)
         start = loop.time()
-        sent = 0
-        while not stopped.is_set():
-            sleep_for = start + (sent + 1) / self.rate - loop.time()
+        while not stream.stopped.is_set():
+            sleep_for = start + (stream.sent + 1) / self.rate - loop.time()
             if sleep_for > 0:
                 try:
-                    await asyncio.wait_for(stopped.wait(), timeout=max(sleep_for, tick))
+                    await asyncio.wait_for(stream.stopped.wait(), timeout=max(sleep_for, tick))
                     break
                 except asyncio.TimeoutError:
                     pass
-            due = int((loop.time() - start) * self.rate) - sent
+            due = int((loop.time() - start) * self.rate) - stream.sent
             if due <= 0:
                 continue
             now_ms = int(time.time() * 1000)
-            chunk = b"".join(sensors[(sent + i) % len(sensors)].next_record(now_ms) for i in range(due))
+            chunk = b"".join(sensors[(stream.sent + i) % len(sensors)].next_record(now_ms) for i in range(due))
             await response.write(chunk)
-            sent += due
+            stream.sent += due
             self.records_sent += due
         await response.write_eof()
 
     async def _stop_streams(self, _app: web.Application) -> None:
-        for stopped in self._streams:
-            stopped.set()
+        for stream in self._streams:
+            stream.stopped.set()
+
+
+class _Stream:
+    """One connection's stop signal and count of records written."""
+
+    __slots__ = ("stopped", "sent")
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+        self.sent = 0

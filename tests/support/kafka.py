@@ -51,8 +51,8 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
     for _ in range(100):
         # topics() refreshes metadata for all topics without naming (and so
         # auto-creating) the one we wait for.
-        if topic in await consumer.topics():
-            return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if topic in await consumer.topics() and consumer.partitions_for_topic(topic):
+            return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         await asyncio.sleep(0.1)
     raise AssertionError(f"topic {topic} does not exist")
 
