@@ -75,6 +75,9 @@ async def test_simulated_readings_reach_the_validated_topic_through_a_simulator_
     assert sum(len(orjson.loads(e.value)["readings"]) for e in envelopes) == emitted
     assert len(envelopes) < emitted / 2
     assert processes.terminate(bridge) == 0
+    # on SIGTERM the bridge delivered everything it had read, and says so
+    final = re.search(r"bridge stopped: readings_read=(\d+) readings_delivered=(\d+)", bridge.log_text())
+    assert final and final.group(1) == final.group(2) == str(emitted)
 
 
 MESSY_STREAM = [

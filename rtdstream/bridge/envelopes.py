@@ -75,25 +75,23 @@ class EnvelopeProducer:
 
     async def add(self, source: str, raw: bytes) -> None:
         """Queue one reading; waits when the broker is behind (backpressure)."""
-        loop = asyncio.get_running_loop()
         pending = self._pending.get(source)
         if pending is None:
-            pending = self._pending[source] = _Pending(loop.time())
+            pending = self._pending[source] = _Pending(asyncio.get_running_loop().time())
         pending.raws.append(raw)
         pending.size += len(raw) + 1
         if len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes:
-            del self._pending[source]
-            await self._send(source, build_envelope(source, pending.raws), len(pending.raws))
+            await self._ship(source)
 
     async def send_raw(self, key: str | None, value: bytes, topic: str) -> None:
         """Produce one message outside the batching (dead letters)."""
-        await self._send(key, value, 0, topic=topic)
+        await self._acquire_slot()
+        self._start_delivery(key, value, 0, topic)
 
     async def flush(self) -> None:
         """Send every pending envelope and wait until the broker acknowledged all messages."""
-        pending, self._pending = self._pending, {}
-        for source, batch in pending.items():
-            await self._send(source, build_envelope(source, batch.raws), len(batch.raws))
+        for source in list(self._pending):
+            await self._ship(source)
         while self._in_flight:
             await asyncio.shield(self._in_flight[0])
 
@@ -109,17 +107,30 @@ class EnvelopeProducer:
         while True:
             await asyncio.sleep(self._linger)
             now = loop.time()
-            due = [s for s, p in self._pending.items() if now - p.started >= self._linger]
-            for source in due:
-                batch = self._pending.pop(source, None)
-                if batch is not None:
-                    await self._send(source, build_envelope(source, batch.raws), len(batch.raws))
+            for source in [s for s, p in self._pending.items() if now - p.started >= self._linger]:
+                await self._ship(source)
 
-    async def _send(self, key: str | None, value: bytes, readings: int, *, topic: str | None = None) -> None:
+    async def _ship(self, source: str) -> None:
+        """Start delivering a source's pending envelope once an in-flight slot is free.
+
+        The envelope leaves ``_pending`` only after the slot is ours, so a
+        cancellation while waiting (shutdown) leaves it pending for the final
+        flush instead of losing it.
+        """
+        await self._acquire_slot()
+        batch = self._pending.pop(source, None)
+        if batch is None:  # shipped by another path while we waited
+            self._slots.release()
+            return
+        self._start_delivery(source, build_envelope(source, batch.raws), len(batch.raws), self._topic)
+
+    async def _acquire_slot(self) -> None:
         if self._slots.locked():
             self._stats.backpressure_waits += 1
         await self._slots.acquire()
-        task = asyncio.create_task(self._deliver(key, value, readings, topic or self._topic))
+
+    def _start_delivery(self, key: str | None, value: bytes, readings: int, topic: str) -> None:
+        task = asyncio.create_task(self._deliver(key, value, readings, topic))
         self._in_flight.append(task)
         task.add_done_callback(self._on_delivered)
 

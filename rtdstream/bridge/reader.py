@@ -47,6 +47,7 @@ class StreamReader:
         self._max_line_bytes = max_line_bytes
         self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=read_timeout)
         self._backoff = backoff or Backoff(initial=0.5, cap=30.0)
+        self._handover: asyncio.Future[None] | None = None
         self.connections = 0
 
     async def run(self) -> None:
@@ -83,11 +84,24 @@ class StreamReader:
         return records
 
     async def _deliver(self, frames: list[Frame]) -> int:
+        """Hand frames on; shielded, because what was read must not be lost to a shutdown."""
+        if not frames:
+            return 0
+        self._backoff.reset()
+        self._handover = asyncio.ensure_future(self._hand_over(self._handover, frames))
+        await asyncio.shield(self._handover)
+        return len(frames)
+
+    async def _hand_over(self, previous: asyncio.Future[None] | None, frames: list[Frame]) -> None:
+        if previous is not None:
+            await previous  # a handover interrupted by a shutdown finishes first: order is kept
         for frame in frames:
             await self._on_frame(frame)
-        if frames:
-            self._backoff.reset()
-        return len(frames)
+
+    async def finish_handover(self) -> None:
+        """After cancelling :meth:`run`, wait until the frames it had read are handed on."""
+        if self._handover is not None:
+            await self._handover
 
 
 def _check_response(response: aiohttp.ClientResponse) -> None:

@@ -73,6 +73,8 @@ class Bridge:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for reader in readers:
+                await reader.finish_handover()
             await session.close()
             await self._envelopes.stop()
             await producer.stop()

@@ -1,0 +1,87 @@
+"""Settings: defaults, parsing, and a bad value stopping every command with the variable's name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rtdstream.config import SettingsError, format_duration, load_settings, parse_duration
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Only what a test sets: no RTD_* from the caller's shell, no .env of the working directory."""
+    for name in list(os.environ):
+        if name.startswith("RTD_") or name == "PORT":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_match_the_documented_contract() -> None:
+    settings = load_settings()
+    assert settings.source_urls == [("localhost:3000", "http://localhost:3000/stream")]
+    assert settings.cors_origins == ["http://localhost:5173"]
+    assert [format_duration(s) for s in settings.window_sizes] == ["1s", "10s", "60s"]
+    assert settings.hopping == (60.0, 10.0)
+    assert settings.grace == 2.0
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.auth_token is None
+
+
+def test_values_are_parsed_from_their_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTD_BROKER", "kafka://k1:9092,kafka://k2:9092")
+    monkeypatch.setenv("RTD_SOURCES", "north=http://10.0.0.5:3000/stream, http://sim:3000/stream")
+    monkeypatch.setenv("RTD_WINDOWS", "500ms,5s")
+    monkeypatch.setenv("RTD_GRACE", "1500ms")
+    monkeypatch.setenv("RTD_CORS_ORIGINS", "https://a.example,https://b.example")
+    settings = load_settings()
+    assert settings.bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.source_urls == [("north", "http://10.0.0.5:3000/stream"), ("sim:3000", "http://sim:3000/stream")]
+    assert [format_duration(s) for s in settings.window_sizes] == ["500ms", "5s"]
+    assert settings.grace == 1.5
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path) -> None:
+    (tmp_path / ".env").write_text("RTD_GRACE=3s\nRTD_AUTH_TOKEN=s3cret\n")
+    settings = load_settings()
+    assert (settings.grace, settings.auth_token) == (3.0, "s3cret")
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("RTD_BROKER", "http://broker:9092", "kafka://host:port"),
+    ("RTD_DATABASE_URL", "postgres://x/y", "mysql+aiomysql"),
+    ("RTD_SOURCES", "ftp://x/stream", "http(s) URL"),
+    ("RTD_WINDOWS", "1s,ten", "not a duration"),
+    ("RTD_HOPPING_WINDOW", "60s/7s", "multiple of step"),
+    ("RTD_GRACE", "-2s", "not a duration"),
+    ("PORT", "70000", "less than or equal to 65535"),
+    ("RTD_PARTITIONS", "0", "greater than or equal to 1"),
+    ("RTD_LEGACY_TABLE", "perhaps", "boolean"),
+])
+def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert f"{name}={value!r}" in str(raised.value)
+    assert words in str(raised.value)
+
+
+@pytest.mark.parametrize("command", [["sim"], ["bridge"], ["worker", "-l", "info"]])
+def test_every_command_stops_at_start_with_one_line_naming_the_setting(command: list[str]) -> None:
+    env = {**os.environ, "RTD_GRACE": "soon"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rtdstream", *command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "rtdstream: invalid setting RTD_GRACE='soon': 'soon' is not a duration (examples: 500ms, 2s, 1m)"
+    )
+
+
+def test_durations() -> None:
+    assert parse_duration("250ms") == 0.25 and parse_duration("2m") == 120 and parse_duration(3) == 3.0
+    assert format_duration(0.25) == "250ms" and format_duration(60) == "60s"
