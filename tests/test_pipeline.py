@@ -19,9 +19,9 @@ from tests.support.processes import ProcessGroup, Proc
 STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
 
 
-def start_worker(processes: ProcessGroup, env: dict[str, str]) -> Proc:
+async def start_worker(processes: ProcessGroup, env: dict[str, str]) -> Proc:
     worker = processes.start("worker", ["worker", "-l", "info", "--web-port", str(free_port())], env)
-    worker.wait_for_log(r"\[\^Worker\]: Ready", timeout=90)
+    await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
     return worker
 
 
@@ -44,17 +44,17 @@ async def test_simulated_readings_reach_the_validated_topic_through_a_simulator_
     sim_port = free_port()
     env = {**rtd_env, "RTD_SOURCES": f"http://127.0.0.1:{sim_port}/stream"}
     sim_args = ["sim", "--port", str(sim_port), "--rate", "1000", "--sources", "4"]
-    start_worker(processes, env)
+    await start_worker(processes, env)
     bridge = processes.start("bridge", ["bridge"], env)
 
     first_sim = processes.start("sim", sim_args, env)
-    bridge.wait_for_log("connected to", timeout=30)
+    await bridge.await_log("connected to", timeout=30)
     await asyncio.sleep(4)
     assert processes.terminate(first_sim) == 0
-    bridge.wait_for_log("ended cleanly")  # the original never reconnected after this
+    await bridge.await_log("ended cleanly")  # the original never reconnected after this
 
     second_sim = processes.start("sim", sim_args, env)
-    bridge.wait_for_log("connected to", count=2, timeout=60)
+    await bridge.await_log("connected to", count=2, timeout=60)
     await asyncio.sleep(3)
     assert processes.terminate(second_sim) == 0
 
@@ -124,7 +124,7 @@ async def test_garbage_and_invalid_records_go_to_the_dlq_with_reasons_and_the_re
     broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, messy_source: str
 ) -> None:
     env = {**rtd_env, "RTD_SOURCES": f"dock={messy_source}"}
-    start_worker(processes, env)
+    await start_worker(processes, env)
     processes.start("bridge", ["bridge"], env)
 
     validated = await read_topic(

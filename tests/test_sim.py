@@ -159,3 +159,43 @@ async def test_the_original_backend_can_read_the_stream_unchanged(running_sim, t
     assert process.returncode == 0, stderr.decode()
     parsed = [orjson.loads(line) for line in stdout.splitlines()]
     assert len(parsed) == 3 and all(set(record) == {"time", "speed"} for record in parsed)
+
+
+async def read_records(client: RawHttp, count: int) -> list[dict]:
+    records: list[dict] = []
+    while len(records) < count:
+        records += [orjson.loads(line) for line in (await client.chunk()).splitlines()]
+    return records
+
+
+@pytest.mark.parametrize("running_sim", [{"rate": 200.0, "sources": 2}], indirect=True)
+async def test_a_resumed_session_replays_what_the_client_did_not_keep_then_goes_on(running_sim) -> None:
+    simulator, port = running_sim
+    client, _, _ = await RawHttp.get(port, "/stream?session=bridge-1")
+    first = await read_records(client, 100)
+    client.close()
+    await asyncio.sleep(0.3)  # records written after the client stopped reading are in the session's log
+
+    kept = first[:60]  # say the client crashed having delivered only these
+    since = {}
+    for record in kept:
+        since[record["source"]] = int(record["time"])
+    query = orjson.dumps(since).decode()
+    client, status, _ = await RawHttp.get(port, f"/stream?session=bridge-1&since={query}")
+    assert status == 200
+    second = await read_records(client, 200)
+    client.close()
+
+    for source in ("sensor-1", "sensor-2"):
+        times = [int(r["time"]) for r in kept + second if r["source"] == source]
+        assert times == sorted(set(times))  # no duplicate, in order...
+    resumed = [r for r in second if int(r["time"]) <= since[r["source"]]]
+    assert resumed == []  # ...nothing the client kept comes again
+    assert second[:40] == first[60:100]  # and what it lost comes first, unchanged
+
+
+async def test_a_bad_since_parameter_is_a_400(running_sim) -> None:
+    _, port = running_sim
+    client, status, _ = await RawHttp.get(port, "/stream?session=x&since=yesterday")
+    client.close()
+    assert status == 400

@@ -37,12 +37,13 @@ def build_envelope(source: str, raws: list[bytes]) -> bytes:
 class _Pending:
     """Readings of one source waiting for their envelope to fill."""
 
-    __slots__ = ("raws", "size", "started")
+    __slots__ = ("raws", "size", "started", "max_time")
 
     def __init__(self, started: float) -> None:
         self.raws: list[bytes] = []
         self.size = 0
         self.started = started
+        self.max_time = -1
 
 
 class EnvelopeProducer:
@@ -69,24 +70,28 @@ class EnvelopeProducer:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: deque[asyncio.Task[None]] = deque()
         self._flusher: asyncio.Task[None] | None = None
+        #: Per source, the newest reading time the broker has acknowledged (resume positions).
+        self.delivered_times: dict[str, int] = {}
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_lingering(), name="envelope-linger")
 
-    async def add(self, source: str, raw: bytes) -> None:
-        """Queue one reading; waits when the broker is behind (backpressure)."""
+    async def add(self, source: str, raw: bytes, time: int | None = None) -> None:
+        """Queue one reading (``time`` feeds the resume positions); waits when the broker is behind."""
         pending = self._pending.get(source)
         if pending is None:
             pending = self._pending[source] = _Pending(asyncio.get_running_loop().time())
         pending.raws.append(raw)
         pending.size += len(raw) + 1
+        if time is not None and time > pending.max_time:
+            pending.max_time = time
         if len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes:
             await self._ship(source)
 
     async def send_raw(self, key: str | None, value: bytes, topic: str) -> None:
         """Produce one message outside the batching (dead letters)."""
         await self._acquire_slot()
-        self._start_delivery(key, value, 0, topic)
+        self._start_delivery(key, value, topic)
 
     async def flush(self) -> None:
         """Send every pending envelope and wait until the broker acknowledged all messages."""
@@ -122,15 +127,19 @@ class EnvelopeProducer:
         if batch is None:  # shipped by another path while we waited
             self._slots.release()
             return
-        self._start_delivery(source, build_envelope(source, batch.raws), len(batch.raws), self._topic)
+        self._start_delivery(
+            source, build_envelope(source, batch.raws), self._topic, readings=len(batch.raws), max_time=batch.max_time
+        )
 
     async def _acquire_slot(self) -> None:
         if self._slots.locked():
             self._stats.backpressure_waits += 1
         await self._slots.acquire()
 
-    def _start_delivery(self, key: str | None, value: bytes, readings: int, topic: str) -> None:
-        task = asyncio.create_task(self._deliver(key, value, readings, topic))
+    def _start_delivery(
+        self, key: str | None, value: bytes, topic: str, *, readings: int = 0, max_time: int = -1
+    ) -> None:
+        task = asyncio.create_task(self._deliver(key, value, topic, readings, max_time))
         self._in_flight.append(task)
         task.add_done_callback(self._on_delivered)
 
@@ -138,7 +147,7 @@ class EnvelopeProducer:
         self._slots.release()
         self._in_flight.remove(task)
 
-    async def _deliver(self, key: str | None, value: bytes, readings: int, topic: str) -> None:
+    async def _deliver(self, key: str | None, value: bytes, topic: str, readings: int, max_time: int) -> None:
         """Produce until the broker acknowledges; re-send only what was never sent."""
         backoff = Backoff(initial=0.5, cap=10.0)
         key_bytes = key.encode() if key is not None else None
@@ -167,4 +176,6 @@ class EnvelopeProducer:
                 await asyncio.sleep(delay)
             else:
                 self._stats.on_delivered(topic, readings)
+                if key is not None and max_time > self.delivered_times.get(key, -1):
+                    self.delivered_times[key] = max_time
                 return

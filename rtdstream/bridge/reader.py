@@ -22,6 +22,7 @@ from rtdstream.bridge.framing import Frame, LineFramer
 log = logging.getLogger(__name__)
 
 FrameHandler = Callable[[Frame], Awaitable[None]]
+UrlProvider = Callable[[], str]
 
 
 class StreamRejected(Exception):
@@ -39,9 +40,11 @@ class StreamReader:
         *,
         max_line_bytes: int,
         read_timeout: float,
+        connect_url: UrlProvider | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self.url = url
+        self._connect_url = connect_url or (lambda: url)
         self._session = session
         self._on_frame = on_frame
         self._max_line_bytes = max_line_bytes
@@ -71,7 +74,7 @@ class StreamReader:
         """Read one connection to its end; the number of records it delivered."""
         framer = LineFramer(self._max_line_bytes)
         records = 0
-        async with self._session.get(self.url, timeout=self._timeout, max_redirects=5) as response:
+        async with self._session.get(self._connect_url(), timeout=self._timeout, max_redirects=5) as response:
             _check_response(response)
             self.connections += 1
             log.info("connected to %s", self.url)

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from rtdstream import topics
 from rtdstream.bridge.envelopes import EnvelopeProducer
 from rtdstream.bridge.framing import BadLine, Frame
+from rtdstream.bridge.positions import recover_positions, resume_url, time_of
 from rtdstream.bridge.reader import StreamReader
 from rtdstream.bridge.stats import BridgeStats
 from rtdstream.config import Settings, is_valid_source_id
@@ -53,6 +54,8 @@ class Bridge:
             stats=self.stats,
         )
         await self._envelopes.start()
+        if settings.resume:
+            self._envelopes.delivered_times.update(await recover_positions(settings))
         session = aiohttp.ClientSession()
         readers = [
             StreamReader(
@@ -61,6 +64,10 @@ class Bridge:
                 partial(self._on_frame, source, url),
                 max_line_bytes=settings.max_line_bytes,
                 read_timeout=settings.read_timeout,
+                connect_url=(
+                    partial(resume_url, url, source, source, self._envelopes.delivered_times)
+                    if settings.resume else None
+                ),
             )
             for source, url in settings.source_urls
         ]
@@ -90,7 +97,7 @@ class Bridge:
             await self._envelopes.send_raw(default_source, record, topics.DLQ)
             return
         self.stats.readings_read += 1
-        await self._envelopes.add(_source_of(frame.value, default_source), frame.raw)
+        await self._envelopes.add(_source_of(frame.value, default_source), frame.raw, time_of(frame.value))
 
     async def _log_stats(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -28,18 +29,28 @@ class Proc:
     def wait_for_log(self, pattern: str, timeout: float = 60.0, count: int = 1) -> re.Match[str]:
         """Wait until ``pattern`` (a regex) appears ``count`` times in the output."""
         deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while True:
-            matches = list(regex.finditer(self.log_text()))
-            if len(matches) >= count:
-                return matches[count - 1]
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before logging {pattern!r}:\n"
-                                     + self.log_text()[-4000:])
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not log {pattern!r} within {timeout}s:\n"
-                                     + self.log_text()[-4000:])
+        while (match := self._find(pattern, count, deadline, timeout)) is None:
             time.sleep(0.1)
+        return match
+
+    async def await_log(self, pattern: str, timeout: float = 60.0, count: int = 1) -> re.Match[str]:
+        """:meth:`wait_for_log` for async tests: the test's event loop keeps running meanwhile."""
+        deadline = time.monotonic() + timeout
+        while (match := self._find(pattern, count, deadline, timeout)) is None:
+            await asyncio.sleep(0.1)
+        return match
+
+    def _find(self, pattern: str, count: int, deadline: float, timeout: float) -> re.Match[str] | None:
+        matches = list(re.finditer(pattern, self.log_text()))
+        if len(matches) >= count:
+            return matches[count - 1]
+        if self.popen.poll() is not None:
+            raise AssertionError(f"{self.name} exited ({self.popen.returncode}) before logging {pattern!r}:\n"
+                                 + self.log_text()[-4000:])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{self.name} did not log {pattern!r} within {timeout}s:\n"
+                                 + self.log_text()[-4000:])
+        return None
 
     def is_running(self) -> bool:
         return self.popen.poll() is None

@@ -1,0 +1,157 @@
+"""The bridge against real faults: kill -9 mid-stream, and upstreams that misbehave in every way."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp import web
+
+from rtdstream import topics
+from rtdstream.broker import EmbeddedBroker, free_port
+from tests.support.kafka import json_values, read_topic
+from tests.support.processes import ProcessGroup, Proc
+
+STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
+
+
+def readings_in(records) -> list[tuple[str, int]]:
+    found = []
+    for record in records:
+        envelope = orjson.loads(record.value)
+        found += [(r.get("source", envelope["source"]), int(r["time"])) for r in envelope["readings"]]
+    return found
+
+
+async def test_killing_the_bridge_loses_and_duplicates_nothing(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    sim_port = free_port()
+    env = {**rtd_env, "RTD_SOURCES": f"http://127.0.0.1:{sim_port}/stream"}
+    sim = processes.start("sim", ["sim", "--port", str(sim_port), "--rate", "2000", "--sources", "4"], env)
+    await sim.await_log("listening")
+    bridge = processes.start("bridge", ["bridge"], env)
+    for round_ in range(3):
+        await bridge.await_log("connected to", timeout=30)
+        await asyncio.sleep(2.0 + round_ * 0.7)
+        processes.kill(bridge)  # kill -9: whatever it had read but not delivered must come back
+        bridge = processes.start("bridge", ["bridge"], env)
+    await bridge.await_log("connected to", timeout=30)
+    await asyncio.sleep(2)
+    assert processes.terminate(sim) == 0
+    await bridge.await_log("ended cleanly")
+    emitted = sum(int(n) for n in re.findall(STREAM_CLOSED, sim.log_text()))
+    assert sim.log_text().count("resumed: replayed") >= 1
+
+    records = await read_topic(
+        broker.bootstrap_servers, topics.READINGS, until=lambda rs: len(readings_in(rs)) >= emitted, timeout=30
+    )
+    readings = readings_in(records)
+    assert len(set(readings)) == emitted  # nothing lost...
+    assert len(readings) == emitted  # ...and nothing twice
+    assert processes.terminate(bridge) == 0
+
+
+class Upstream:
+    """An HTTP server whose paths misbehave in the ways a real upstream does."""
+
+    GOOD = b'{"time":"1795625575478","speed":"16"}\n'
+
+    def __init__(self) -> None:
+        self.connections: dict[str, int] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        for name in ("error", "html", "loop", "stall", "trickle", "endless"):
+            app.router.add_get(f"/{name}", getattr(self, name))
+        return app
+
+    def _count(self, request: web.Request) -> None:
+        name = request.path.strip("/")
+        self.connections[name] = self.connections.get(name, 0) + 1
+
+    async def error(self, request: web.Request) -> web.Response:
+        self._count(request)
+        return web.Response(status=500, text="Internal Server Error")
+
+    async def html(self, request: web.Request) -> web.Response:
+        self._count(request)
+        return web.Response(text="<html><body>Maintenance</body></html>", content_type="text/html")
+
+    async def loop(self, request: web.Request) -> web.Response:
+        self._count(request)
+        raise web.HTTPFound("/loop")
+
+    async def stall(self, request: web.Request) -> web.StreamResponse:
+        self._count(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await asyncio.sleep(3600)  # headers, then nothing
+        return response
+
+    async def trickle(self, request: web.Request) -> web.StreamResponse:
+        self._count(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if self.connections["trickle"] == 1:
+            for byte in self.GOOD.replace(b"16", b"21"):
+                await response.write(bytes([byte]))  # one byte per chunk
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(3600)
+        return response
+
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        self._count(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if self.connections["endless"] == 1:
+            for _ in range(50):  # 500 kB without a newline
+                await response.write(b"x" * 10_000)
+            await response.write(b"\n" + self.GOOD.replace(b"16", b"22"))
+        await asyncio.sleep(3600)
+        return response
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+    server = Upstream()
+    runner = web.AppRunner(server.app(), shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield server, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_bridge_survives_every_upstream_fault_with_the_right_log_line(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, upstream
+) -> None:
+    server, base = upstream
+    names = ("error", "html", "loop", "stall", "trickle", "endless")
+    env = {
+        **rtd_env,
+        "RTD_SOURCES": ",".join(f"{name}={base}/{name}" for name in names),
+        "RTD_READ_TIMEOUT": "1s",
+        "RTD_MAX_LINE_BYTES": "4096",
+    }
+    bridge: Proc = processes.start("bridge", ["bridge"], env)
+    await bridge.await_log(rf"stream {base}/error: HTTP 500 Internal Server Error")
+    await bridge.await_log(rf"stream {base}/html: got text/html.*not a stream")
+    await bridge.await_log(rf"stream {base}/loop redirects too many times")
+    await bridge.await_log(rf"stream {base}/stall stalled: no data for 1s")
+    for name in ("error", "html", "stall"):
+        await bridge.await_log(rf"reconnecting to {base}/{name} in", count=2)  # and it keeps trying
+
+    records = await read_topic(broker.bootstrap_servers, topics.READINGS, until=lambda rs: len(rs) >= 2, timeout=30)
+    assert sorted(readings_in(records)) == [("endless", 1795625575478), ("trickle", 1795625575478)]
+    assert {orjson.loads(r.value)["readings"][0]["speed"] for r in records} == {"21", "22"}
+
+    (dead,) = json_values(await read_topic(broker.bootstrap_servers, topics.DLQ, until=lambda rs: len(rs) >= 1))
+    assert dead["reason"] == "line_too_long" and dead["source"] == "endless" and len(dead["raw"]) == 4096
+    assert bridge.is_running()
+    assert processes.terminate(bridge) == 0
