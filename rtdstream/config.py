@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         validation_alias="RTD_DATABASE_URL",
         description="SQLAlchemy async URL: mysql+aiomysql://user:pass@host/db, or the embedded SQLite file.",
     )
+    database_wait: Duration = Field(
+        30.0, validation_alias="RTD_DATABASE_WAIT",
+        description="How long the worker waits at start for an unreachable database server "
+        "before it exits; bad credentials or an unknown database fail at once.",
+    )
     sources: CommaList = Field(
         ["http://localhost:3000/stream"],
         validation_alias="RTD_SOURCES",
@@ -107,8 +112,20 @@ class Settings(BaseSettings):
         description="How far behind the newest reading of a partition a reading may arrive and still count.",
     )
     idle_timeout: Duration = Field(
-        10.0, validation_alias="RTD_IDLE_TIMEOUT",
+        10.0, validation_alias="RTD_IDLE_TIMEOUT", gt=0,
         description="Wall-clock time after which an idle partition closes its open windows.",
+    )
+    window_batch: int = Field(
+        500, validation_alias="RTD_WINDOW_BATCH", ge=1,
+        description="Most rtd.validated messages the window agent applies and saves as one batch.",
+    )
+    window_within: Duration = Field(
+        0.05, validation_alias="RTD_WINDOW_WITHIN", gt=0,
+        description="Longest the window agent waits to fill a batch.",
+    )
+    partial_interval: Duration = Field(
+        0.25, validation_alias="RTD_PARTIAL_INTERVAL", gt=0,
+        description="Shortest interval between two rtd.partials updates (open window values) of a source.",
     )
     auth_token: str | None = Field(
         None, validation_alias="RTD_AUTH_TOKEN",
@@ -131,12 +148,18 @@ class Settings(BaseSettings):
         description="Most readings in one envelope the bridge produces.",
     )
     bridge_linger: Duration = Field(
-        0.005, validation_alias="RTD_BRIDGE_LINGER",
+        0.01, validation_alias="RTD_BRIDGE_LINGER",
         description="Longest a reading waits in the bridge for its envelope to fill.",
     )
     max_line_bytes: int = Field(
         65536, validation_alias="RTD_MAX_LINE_BYTES", ge=64,
         description="Longest line the bridge accepts from a stream; longer ones go to rtd.dlq.",
+    )
+    resume: bool = Field(
+        True, validation_alias="RTD_RESUME",
+        description="Reconnect to streams with ?session=&since= so a resumable source (rtdstream sim) "
+        "replays what the bridge had read but not delivered when it died; servers that do not know "
+        "these parameters ignore them.",
     )
     read_timeout: Duration = Field(
         30.0, validation_alias="RTD_READ_TIMEOUT",
@@ -162,6 +185,22 @@ class Settings(BaseSettings):
         10.0, validation_alias="RTD_LIVE_MAX_RATE", gt=0,
         description="Most per-reading live events (newData, reading, partial) per source per second; "
         "faster sources are coalesced to their latest value (the `readings` batch event carries all).",
+    )
+    live_batch_interval: Duration = Field(
+        0.05, validation_alias="RTD_LIVE_BATCH_INTERVAL",
+        description="How often the web view sends each subscriber the `readings` batch of every source.",
+    )
+    live_history: int = Field(
+        120, validation_alias="RTD_LIVE_HISTORY", ge=0, le=10_000,
+        description="Recent readings per source the web view keeps for the acknowledgement of `subscribe`.",
+    )
+    client_queue: int = Field(
+        1000, validation_alias="RTD_CLIENT_QUEUE", ge=1,
+        description="Packets a Socket.IO client may have waiting; beyond it, live events for it are dropped.",
+    )
+    slow_client_timeout: Duration = Field(
+        10.0, validation_alias="RTD_SLOW_CLIENT_TIMEOUT",
+        description="A client whose queue stays full this long is disconnected.",
     )
     log_level: str = Field(
         "info", validation_alias="RTD_LOG_LEVEL",
