@@ -1,0 +1,101 @@
+"""Consumer lag of a consumer group: how far its committed offsets trail the end of each partition.
+
+``/healthz`` of the web view and ``rtdstream status`` both ask this of the
+worker group. It uses short-lived clients on purpose: a health check must
+report a broker that went away, not a client that is still retrying inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    #: The group's committed offset, or None when it never committed on this partition.
+    committed: int | None
+    beginning: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Messages the group still has to process (from the log start when it never committed)."""
+        position = self.committed if self.committed is not None else self.beginning
+        return max(self.end - position, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLag:
+    group: str
+    partitions: list[PartitionLag]
+
+    @property
+    def total(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    def by_topic(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for p in self.partitions:
+            totals[p.topic] = totals.get(p.topic, 0) + p.lag
+        return totals
+
+
+async def measure_lag(
+    bootstrap_servers: str, group: str, topics: Iterable[str], *, timeout: float = 5.0
+) -> GroupLag:
+    """Lag of ``group`` on every partition of ``topics`` (topics that do not exist are left out).
+
+    Raises ``TimeoutError`` or a Kafka error when the broker does not answer in ``timeout`` seconds.
+    """
+    async with asyncio.timeout(timeout):
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        try:
+            await consumer.start()
+            await admin.start()
+            partitions = await topic_partitions(consumer, topics)
+            if not partitions:
+                return GroupLag(group, [])
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            beginnings = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
+        finally:
+            await admin.close()
+            await consumer.stop()
+    return GroupLag(
+        group,
+        [
+            PartitionLag(
+                tp.topic,
+                tp.partition,
+                _committed_offset(committed.get(tp)),
+                beginnings[tp],
+                ends[tp],
+            )
+            for tp in partitions
+        ],
+    )
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of those ``topics`` that exist (none is auto-created by asking)."""
+    # topics() refreshes metadata without naming (and so auto-creating) any topic.
+    present = await consumer.topics()
+    return [
+        TopicPartition(topic, partition)
+        for topic in topics
+        if topic in present
+        for partition in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+
+
+def _committed_offset(meta: object) -> int | None:
+    offset = getattr(meta, "offset", -1)
+    return offset if offset is not None and offset >= 0 else None

@@ -1,0 +1,206 @@
+"""The HTTP API: history from the database, health, metrics.
+
+``/api/readings`` and ``/api/windows`` page by time. A page holds at most
+``limit`` rows (capped at :data:`MAX_LIMIT`), newest first unless
+``order=asc``; when more rows may follow, ``next`` is the URL of the next page
+(the same query with ``to`` or ``from`` moved past the last row), else null.
+``from``/``to`` take epoch milliseconds or ISO 8601 times; ``from`` is
+inclusive, ``to`` exclusive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from multidict import MultiMapping
+
+from rtdstream import lag, metrics, topics
+from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.web.errors import BadParameter, json_response
+from rtdstream.web.history import DATABASE_ERRORS
+
+if TYPE_CHECKING:
+    from rtdstream.sink.repository import HistoryRepository
+    from rtdstream.web.feed import TopicFeed
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+HEALTH_TIMEOUT = 3.0
+QUERY_TIMEOUT = 10.0
+#: The worker group's input topics whose lag /healthz reports.
+LAG_TOPICS = (topics.READINGS, topics.VALIDATED)
+_WINDOW_NAME = re.compile(r"^[A-Za-z0-9._:/-]{1,32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RangeQuery:
+    source: str
+    start: int | None
+    end: int | None
+    limit: int
+    order: str
+    window: str | None = None
+
+
+def parse_range_query(query: MultiMapping[str], *, with_window: bool) -> RangeQuery:
+    """Validate the query of a history endpoint; :class:`BadParameter` names the first bad one."""
+    allowed = {"source", "from", "to", "limit", "order"} | ({"window"} if with_window else set())
+    for name in query:
+        if name not in allowed:
+            raise BadParameter(name, f"unknown parameter {name!r} (allowed: {', '.join(sorted(allowed))})")
+    source = query.get("source")
+    if not source:
+        raise BadParameter("source", "source is required")
+    if not is_valid_source_id(source):
+        raise BadParameter("source", "source ids use letters, digits and . _ : - (1-64)")
+    start = _time_param(query, "from")
+    end = _time_param(query, "to")
+    if start is not None and end is not None and end <= start:
+        raise BadParameter("to", "to must be after from")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadParameter("order", "order is asc or desc")
+    window = query.get("window") if with_window else None
+    if window is not None and not _WINDOW_NAME.match(window):
+        raise BadParameter("window", "window is a window name such as 10s or 60s/10s")
+    return RangeQuery(source, start, end, _limit_param(query), order, window)
+
+
+def _time_param(query: MultiMapping[str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if value.isascii() and value.isdigit() and len(value) <= 16:
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(name, f"{name} is epoch milliseconds or an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _limit_param(query: MultiMapping[str]) -> int:
+    value = query.get("limit")
+    if value is None:
+        return DEFAULT_LIMIT
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise BadParameter("limit", f"limit is a whole number from 1 to {MAX_LIMIT}")
+    return min(int(value), MAX_LIMIT)
+
+
+def next_page(
+    request: web.Request, rows: list[dict[str, Any]], q: RangeQuery, key: str, *, ties: bool
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows to return and the URL of the next page (None when this page is the last).
+
+    With ``ties`` (several rows may share a time, as window aggregates of
+    different sizes share a start) the rows of the last time are held back for
+    the next page, so the boundary never cuts a group in two.
+    """
+    if len(rows) < q.limit:
+        return rows, None
+    boundary = rows[-1][key]
+    held_back = [row for row in rows if row[key] != boundary] if ties else []
+    if held_back:
+        rows, inclusive = held_back, True
+    else:
+        inclusive = False
+    if q.order == "desc":
+        moved = {"to": str(boundary + 1 if inclusive else boundary)}
+    else:
+        moved = {"from": str(boundary if inclusive else boundary + 1)}
+    return rows, str(request.rel_url.update_query(moved))
+
+
+class HttpApi:
+    """Handlers of /api/*, /healthz and /metrics."""
+
+    def __init__(self, settings: Settings, repository: HistoryRepository, feed: TopicFeed) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.feed = feed
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/sources", self.sources)
+        app.router.add_get("/api/readings", self.readings)
+        app.router.add_get("/api/windows", self.windows)
+        app.router.add_get("/healthz", self.health)
+        app.router.add_get("/metrics", self.metrics)
+
+    async def sources(self, request: web.Request) -> web.Response:
+        if request.query:
+            name = next(iter(request.query))
+            raise BadParameter(name, f"unknown parameter {name!r} (/api/sources takes none)")
+        return json_response({"sources": await self._stored(self.repository.sources())})
+
+    async def readings(self, request: web.Request) -> web.Response:
+        q = parse_range_query(request.query, with_window=False)
+        rows = await self._stored(
+            self.repository.readings(q.source, start=q.start, end=q.end, limit=q.limit, order=q.order)
+        )
+        rows, next_url = next_page(request, rows, q, "time", ties=False)
+        return json_response({"source": q.source, "order": q.order, "readings": rows, "next": next_url})
+
+    async def windows(self, request: web.Request) -> web.Response:
+        q = parse_range_query(request.query, with_window=True)
+        rows = await self._stored(
+            self.repository.windows(
+                q.source, window=q.window, start=q.start, end=q.end, limit=q.limit, order=q.order
+            )
+        )
+        rows, next_url = next_page(request, rows, q, "start", ties=q.window is None)
+        return json_response(
+            {"source": q.source, "window": q.window, "order": q.order, "windows": rows, "next": next_url}
+        )
+
+    async def _stored(self, query: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        try:
+            async with asyncio.timeout(QUERY_TIMEOUT):
+                return await query
+        except DATABASE_ERRORS:
+            raise web.HTTPServiceUnavailable(reason="history database unavailable") from None
+
+    async def health(self, request: web.Request) -> web.Response:
+        """200 when the broker, the database and the feed are fine, else 503; the details either way.
+
+        The worker's lag is reported, not judged: a backlog is no reason to
+        take a web process out of a load balancer.
+        """
+        database, broker = await asyncio.gather(self._database_check(), self._lag_check())
+        checks = {"broker": broker, "database": database, "feed": {"ok": self.feed.ready.is_set()}}
+        healthy = all(check["ok"] for check in checks.values())
+        lag_report = broker.pop("lag", None)
+        return json_response(
+            {"status": "ok" if healthy else "unavailable", "checks": checks, "lag": lag_report},
+            status=200 if healthy else 503,
+        )
+
+    async def _database_check(self) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                ok = await self.repository.ping()
+        except DATABASE_ERRORS as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+        return {"ok": bool(ok)} if ok else {"ok": False, "error": "database did not answer"}
+
+    async def _lag_check(self) -> dict[str, Any]:
+        try:
+            group = await lag.measure_lag(
+                self.settings.bootstrap_servers, self.settings.app_id, LAG_TOPICS, timeout=HEALTH_TIMEOUT
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+        return {"ok": True, "lag": {"group": group.group, "total": group.total, "topics": group.by_topic()}}
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})

@@ -1,0 +1,139 @@
+"""The web view's own reader of the output topics.
+
+It uses no consumer group: it assigns itself every partition of rtd.validated,
+rtd.windows, rtd.partials and rtd.dlq and starts at their end, so any number of
+web processes each see all data (a group would split it between them), and a
+web process never holds up the worker's group. Live data only: what happened
+while it was away is in the database, which the API and subscribe acks read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from rtdstream import metrics, topics
+from rtdstream.backoff import Backoff
+from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.lag import topic_partitions
+from rtdstream.models import IdleTick, decode_validated
+from rtdstream.validation import Reason
+from rtdstream.web.live import LiveHub
+
+log = logging.getLogger(__name__)
+
+FEED_TOPICS = (topics.VALIDATED, topics.WINDOWS, topics.PARTIALS, topics.DLQ)
+_REASONS = frozenset(Reason)
+FETCH_MAX_WAIT_MS = 20
+
+
+class UndecodableRecord(ValueError):
+    """A record on an output topic that rtdstream did not write (or wrote in another version)."""
+
+
+class TopicFeed:
+    """Reads the output topics from their end and hands each record to the hub."""
+
+    def __init__(self, settings: Settings, hub: LiveHub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.ready = asyncio.Event()
+        self._handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {
+            topics.VALIDATED: self._on_validated,
+            topics.WINDOWS: self._on_window,
+            topics.PARTIALS: self._on_partial,
+            topics.DLQ: self._on_dead_letter,
+        }
+
+    async def run(self) -> None:
+        """Read until cancelled; reconnect (from the end again) after the broker goes away."""
+        backoff = Backoff(initial=0.5, cap=15.0)
+        while True:
+            try:
+                await self._consume(backoff)
+            except (KafkaError, OSError, topics.BrokerUnavailable) as exc:
+                self.ready.clear()
+                delay = backoff.next()
+                log.warning("web feed lost the broker (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _consume(self, backoff: Backoff) -> None:
+        await topics.ensure_topics(self.settings)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            # A broker may hold a fetch until this wait is over even when data is
+            # there (the embedded one does): it bounds the live view's latency.
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        await consumer.start()
+        try:
+            partitions = await topic_partitions(consumer, FEED_TOPICS)
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            for tp in partitions:
+                await consumer.position(tp)  # resolve now: "ready" means nothing newer is missed
+            self.ready.set()
+            backoff.reset()
+            log.info("web feed reading %d partitions of %s from their end", len(partitions), ", ".join(FEED_TOPICS))
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+                for tp, records in batches.items():
+                    handler = self._handlers[tp.topic]
+                    for record in records:
+                        try:
+                            await handler(record.value)
+                        except UndecodableRecord as exc:
+                            metrics.WEB_FEED_UNDECODABLE.labels(tp.topic).inc()
+                            log.debug("skipped %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc)
+        finally:
+            self.ready.clear()
+            await consumer.stop()
+
+    async def _on_validated(self, value: bytes) -> None:
+        try:
+            item = decode_validated(value)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise UndecodableRecord(str(exc)) from None
+        if isinstance(item, IdleTick) or not item.times:
+            return  # the window agent's marker: nothing for clients
+        await self.hub.on_readings(item)
+
+    async def _on_window(self, value: bytes) -> None:
+        aggregate = _json_object(value)
+        _require_source(aggregate)
+        if not isinstance(aggregate.get("window"), str) or not isinstance(aggregate.get("start"), int):
+            raise UndecodableRecord("window aggregate without window name or start")
+        await self.hub.on_window(aggregate)
+
+    async def _on_partial(self, value: bytes) -> None:
+        partial = _json_object(value)
+        _require_source(partial)
+        await self.hub.on_partial(partial)
+
+    async def _on_dead_letter(self, value: bytes) -> None:
+        reason = _json_object(value).get("reason")
+        metrics.WEB_FEED_REJECTED.labels(reason if reason in _REASONS else "other").inc()
+
+
+def _json_object(value: bytes | None) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableRecord(str(exc)) from None
+    if not isinstance(obj, dict):
+        raise UndecodableRecord("not a JSON object")
+    return obj
+
+
+def _require_source(obj: dict[str, Any]) -> None:
+    source = obj.get("source")
+    if not isinstance(source, str) or not is_valid_source_id(source):
+        raise UndecodableRecord(f"bad source {source!r}")

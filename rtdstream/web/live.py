@@ -1,0 +1,130 @@
+"""From the feed to Socket.IO events: rooms per source, rate limits, batches.
+
+Events (see README, "Web view"):
+
+- ``newData``: the original backend's payload ``{"time": "<ms>", "speed": "<n>"}``
+  to every client that did not opt out, and ``reading`` ``{source, time, speed}``
+  to the subscribers of the source. Both at most ``RTD_LIVE_MAX_RATE`` per
+  source per second: a faster source is coalesced to its newest value. At the
+  original simulator's one reading a second every reading goes out, at once.
+- ``readings``: every reading, in batches ``{source, time: [...], speed: [...]}``
+  every ``RTD_LIVE_BATCH_INTERVAL`` to the subscribers of the source.
+- ``window``: each final aggregate from rtd.windows, to the subscribers.
+- ``partial``: open-window values ``{source, windows}``, rate-limited like ``reading``.
+- ``sources``: ``[{source, time, speed}]``, all known sources to a client that
+  connects, then only the new ones to everyone as they appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import socketio
+
+from rtdstream import metrics
+from rtdstream.models import ReadingBatch, Speed, legacy_payload
+from rtdstream.web.backpressure import BackpressureManager
+from rtdstream.web.sources import SourceState, SourceTable
+
+#: Clients in this room get ``newData``: all of them, unless they connect with ``auth: {newData: false}``.
+NEWDATA_ROOM = "legacy:newData"
+_LATENCY_LIVE = metrics.WEB_LATENCY.labels("live")
+_LATENCY_BATCH = metrics.WEB_LATENCY.labels("batch")
+_COALESCED_READINGS = metrics.WEB_DROPPED.labels("reading", "coalesced")
+_COALESCED_PARTIALS = metrics.WEB_DROPPED.labels("partial", "coalesced")
+
+
+def source_room(source: str) -> str:
+    """The room of a source's subscribers (prefixed: a source id must not collide with a client sid)."""
+    return f"source:{source}"
+
+
+class LiveHub:
+    """Pushes what the feed brings to the clients that want it."""
+
+    def __init__(self, sio: socketio.AsyncServer, sources: SourceTable, *, batch_interval: float) -> None:
+        self.sio = sio
+        self.sources = sources
+        self.batch_interval = batch_interval
+        self._manager: BackpressureManager = sio.manager
+        #: Sources with something waiting for the next tick.
+        self._waiting: set[str] = set()
+        #: Sources seen for the first time since the last tick.
+        self._new_sources: set[str] = set()
+
+    async def on_readings(self, batch: ReadingBatch) -> None:
+        metrics.WEB_FEED_READINGS.inc(len(batch))
+        if self.sources.get(batch.source) is None:
+            self._new_sources.add(batch.source)
+        state = self.sources.add_batch(batch)
+        if self._manager.has_participants(source_room(batch.source)):
+            state.batch_times.extend(batch.times)
+            state.batch_speeds.extend(batch.speeds)
+            self._waiting.add(batch.source)
+        now = time.monotonic()
+        due, replaced = state.live.offer((batch.times[-1], batch.speeds[-1]), now)
+        coalesced = len(batch) - 1 + replaced
+        if coalesced:
+            _COALESCED_READINGS.inc(coalesced)
+        if due is not None:
+            await self._push_reading(state.source, *due)
+        else:
+            self._waiting.add(batch.source)
+
+    async def on_window(self, aggregate: dict[str, Any]) -> None:
+        source = aggregate["source"]
+        self.sources.touch(source).add_window(aggregate)
+        await self.sio.emit("window", aggregate, room=source_room(source))
+
+    async def on_partial(self, partial: dict[str, Any]) -> None:
+        state = self.sources.touch(partial["source"])
+        due, replaced = state.partials.offer(partial, time.monotonic())
+        if replaced:
+            _COALESCED_PARTIALS.inc()
+        if due is not None:
+            await self.sio.emit("partial", due, room=source_room(state.source))
+        else:
+            self._waiting.add(state.source)
+
+    async def run(self) -> None:
+        """Every batch interval: send the batches and the coalesced values whose slot has come."""
+        while True:
+            await asyncio.sleep(self.batch_interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._new_sources:
+            new, self._new_sources = self._new_sources, set()
+            await self.sio.emit("sources", self.sources.latest(new))
+        now = time.monotonic()
+        waiting, self._waiting = self._waiting, set()
+        for source in waiting:
+            state = self.sources.get(source)
+            if state is None:
+                continue  # forgotten (table full) since it was queued
+            await self._flush_source(state, now)
+            if state.has_pending:
+                self._waiting.add(source)
+
+    async def _flush_source(self, state: SourceState, now: float) -> None:
+        if state.batch_times:
+            times, speeds = state.take_batch()
+            await self.sio.emit(
+                "readings", {"source": state.source, "time": times, "speed": speeds}, room=source_room(state.source)
+            )
+            now_ms = time.time() * 1000
+            for reading_time in times:
+                _LATENCY_BATCH.observe((now_ms - reading_time) / 1000)
+        reading = state.live.take_due(now)
+        if reading is not None:
+            await self._push_reading(state.source, *reading)
+        partial = state.partials.take_due(now)
+        if partial is not None:
+            await self.sio.emit("partial", partial, room=source_room(state.source))
+
+    async def _push_reading(self, source: str, reading_time: int, speed: Speed) -> None:
+        await self.sio.emit("reading", {"source": source, "time": reading_time, "speed": speed}, room=source_room(source))
+        await self.sio.emit("newData", legacy_payload(reading_time, speed), room=NEWDATA_ROOM)
+        _LATENCY_LIVE.observe(time.time() - reading_time / 1000)

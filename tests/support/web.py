@@ -1,0 +1,108 @@
+"""Helpers of the web view tests: start ``rtdstream web``, feed its topics, read its metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiohttp
+import orjson
+import socketio
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from rtdstream import topics
+from rtdstream.broker import free_port
+from rtdstream.models import ReadingBatch, encode_batch
+from tests.support.processes import Proc, ProcessGroup
+
+FEED_READY = r"web feed reading \d+ partitions"
+
+
+def start_web(processes: ProcessGroup, env: dict[str, str], *, name: str = "web") -> tuple[Proc, str]:
+    """``rtdstream web`` on a free port, once it listens and reads the topics; (process, base URL)."""
+    port = free_port()
+    proc = processes.start(name, ["web", "--host", "127.0.0.1", "--port", str(port)], env)
+    proc.wait_for_log(r"web view listening on", timeout=60)
+    proc.wait_for_log(FEED_READY, timeout=60)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def produce_keyed(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_readings(bootstrap: str, batches: Iterable[ReadingBatch]) -> None:
+    """Put validated batches on rtd.validated, as the validation agent would."""
+    await produce_keyed(bootstrap, topics.VALIDATED, ((b.source.encode(), encode_batch(b)) for b in batches))
+
+
+async def produce_json(bootstrap: str, topic: str, records: Iterable[dict[str, Any]]) -> None:
+    await produce_keyed(bootstrap, topic, ((None, orjson.dumps(record)) for record in records))
+
+
+def window_record(source: str, window: str, size: int, start: int, speeds: list[int]) -> dict[str, Any]:
+    """A final aggregate in the rtd.windows shape."""
+    return {
+        "source": source, "window": window, "size": size, "step": size,
+        "start": start, "end": start + size, "count": len(speeds),
+        "min": min(speeds), "max": max(speeds), "sum": sum(speeds), "mean": sum(speeds) / len(speeds),
+        "first_time": start, "last_time": start + len(speeds) - 1, "last_speed": speeds[-1],
+    }
+
+
+async def metric_samples(base_url: str, headers: dict[str, str] | None = None) -> dict[tuple[str, tuple], float]:
+    """Samples of /metrics keyed by (name, sorted label items)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/metrics", headers=headers) as response:
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+class RecordingClient:
+    """A python-socketio client that keeps every event it receives, by name."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, list[Any]] = {}
+
+        @self.sio.on("*")
+        async def record(event: str, data: Any = None) -> None:
+            self.events.setdefault(event, []).append(data)
+
+        @self.sio.on("connect_error")
+        async def refused(data: Any = None) -> None:
+            self.events.setdefault("connect_error", []).append(data)
+
+    def of(self, event: str) -> list[Any]:
+        return self.events.get(event, [])
+
+    async def connect(self, url: str, **kwargs: Any) -> RecordingClient:
+        await self.sio.connect(url, wait_timeout=10, **kwargs)
+        return self
+
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out; events so far: { {k: len(v) for k, v in self.events.items()} }")
+            await asyncio.sleep(0.05)
+
+    async def disconnect(self) -> None:
+        await self.sio.disconnect()

@@ -1,0 +1,325 @@
+"""``rtdstream web`` as a process on the embedded broker, with python-socketio clients.
+
+The topics are fed directly (what the worker would write), so each test is
+about the web view alone: subscriptions and acks, last values, window and
+partial events, the original newData payload, rate limits, auth, CORS,
+metrics, health and a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+import socketio
+import sqlalchemy as sa
+
+from rtdstream import topics
+from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.models import ReadingBatch, dead_letter
+from rtdstream.sink import schema
+from rtdstream.sink.database import create_engine
+from rtdstream.sink.migrate import upgrade
+from tests.support.processes import ProcessGroup
+from tests.support.web import (
+    RecordingClient,
+    metric_samples,
+    now_ms,
+    produce_json,
+    produce_keyed,
+    produce_readings,
+    start_web,
+    window_record,
+)
+
+
+async def test_subscribe_acks_last_value_history_and_routes_events_by_source(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, rtd_env)
+    t0 = now_ms()
+    await produce_readings(
+        broker.bootstrap_servers,
+        [ReadingBatch("s1", [t0, t0 + 1], [10, 11]), ReadingBatch("s2", [t0], [20])],
+    )
+    client = RecordingClient()
+    await asyncio.sleep(1.0)  # the web view has read them
+    await client.connect(url)
+    await client.wait_for(lambda: bool(client.of("sources")))
+    assert client.of("sources")[0] == [
+        {"source": "s1", "time": t0 + 1, "speed": 11},
+        {"source": "s2", "time": t0, "speed": 20},
+    ]
+
+    ack = await client.sio.call("subscribe", {"source": "s1"})
+    assert ack == {
+        "ok": True,
+        "source": "s1",
+        "last": {"source": "s1", "time": t0 + 1, "speed": 11},
+        "history": [{"time": t0, "speed": 10}, {"time": t0 + 1, "speed": 11}],
+        "windows": [],
+    }
+    assert (await client.sio.call("subscribe", "s2"))["ok"]  # a plain string works too
+    unknown = await client.sio.call("subscribe", {"source": "nope"})
+    assert unknown["ok"] is False and "unknown source" in unknown["error"]
+    malformed = await client.sio.call("subscribe", {"sensor": "s1"})
+    assert malformed["ok"] is False and "source" in malformed["error"]
+    assert await client.sio.call("unsubscribe", {"source": "s2"}) == {"ok": True, "source": "s2"}
+
+    t1 = now_ms()
+    await produce_readings(
+        broker.bootstrap_servers, [ReadingBatch("s1", [t1], [12]), ReadingBatch("s2", [t1], [21])]
+    )
+    await client.wait_for(lambda: bool(client.of("readings")) and bool(client.of("reading")))
+    await asyncio.sleep(0.5)  # anything for s2 would have arrived by now
+    assert client.of("readings") == [{"source": "s1", "time": [t1], "speed": [12]}]
+    assert client.of("reading") == [{"source": "s1", "time": t1, "speed": 12}]
+    # newData goes to everyone, for every source, in the original shape
+    assert sorted(client.of("newData"), key=lambda d: d["speed"]) == [
+        {"time": str(t1), "speed": "12"},
+        {"time": str(t1), "speed": "21"},
+    ]
+    await client.disconnect()
+
+
+async def test_window_and_partial_events_reach_only_subscribers(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, rtd_env)
+    t0 = now_ms()
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0], [5]), ReadingBatch("s2", [t0], [6])])
+    await asyncio.sleep(1.0)
+    subscriber, other = RecordingClient(), RecordingClient()
+    await subscriber.connect(url)
+    await other.connect(url)
+    assert (await subscriber.sio.call("subscribe", "s1"))["ok"]
+    assert (await other.sio.call("subscribe", "s2"))["ok"]
+
+    window = window_record("s1", "10s", 10_000, t0 - t0 % 10_000, [3, 5, 7])
+    partial = {"source": "s1", "windows": [{"window": "10s", "start": window["start"] + 10_000, "count": 1}]}
+    await produce_json(broker.bootstrap_servers, topics.WINDOWS, [window])
+    await produce_json(broker.bootstrap_servers, topics.PARTIALS, [partial])
+    await subscriber.wait_for(lambda: bool(subscriber.of("window")) and bool(subscriber.of("partial")))
+    assert subscriber.of("window") == [window]
+    assert subscriber.of("partial") == [partial]
+    await asyncio.sleep(0.3)
+    assert not other.of("window") and not other.of("partial")
+
+    # a later subscriber gets the newest aggregate per window in its ack
+    late = RecordingClient()
+    await late.connect(url)
+    assert (await late.sio.call("subscribe", "s1"))["windows"] == [window]
+    for client in (subscriber, other, late):
+        await client.disconnect()
+
+
+async def test_new_data_keeps_the_original_payload_and_a_client_can_opt_out(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, rtd_env)
+    legacy, typed = RecordingClient(), RecordingClient()
+    await legacy.connect(url)
+    await typed.connect(url, auth={"newData": False})
+    t0 = now_ms()
+    # the simulator's one reading a second (here faster, but under the rate limit): all go out
+    for i in range(5):
+        await produce_readings(broker.bootstrap_servers, [ReadingBatch("default", [t0 + 200 * i], [i * 7])])
+        await asyncio.sleep(0.2)
+    await legacy.wait_for(lambda: len(legacy.of("newData")) == 5)
+    assert legacy.of("newData") == [{"time": str(t0 + 200 * i), "speed": str(i * 7)} for i in range(5)]
+    # connected before the source existed: told about it when it appeared
+    assert legacy.of("sources") == [[], [{"source": "default", "time": t0, "speed": 0}]]
+    assert all(list(data) == ["time", "speed"] for data in legacy.of("newData"))
+    assert typed.of("newData") == []
+    await legacy.disconnect()
+    await typed.disconnect()
+
+
+async def test_a_fast_source_is_coalesced_live_but_batches_carry_every_reading(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, {**rtd_env, "RTD_LIVE_MAX_RATE": "5"})
+    t0 = now_ms()
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("fast", [t0], [0])])
+    await asyncio.sleep(1.0)
+    client = RecordingClient()
+    await client.connect(url)
+    assert (await client.sio.call("subscribe", "fast"))["ok"]
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sent = 0
+    while loop.time() - started < 2.0:  # 2,000 readings in about 2 s, 20 per message
+        await produce_readings(
+            broker.bootstrap_servers,
+            [ReadingBatch("fast", [t0 + 1 + sent + j for j in range(20)], [j for j in range(20)]) for _ in range(1)],
+        )
+        sent += 20
+    duration = loop.time() - started
+    await client.wait_for(lambda: sum(len(b["time"]) for b in client.of("readings")) >= sent)
+    await asyncio.sleep(0.5)
+
+    batched = [t for batch in client.of("readings") for t in batch["time"]]
+    assert batched == [t0 + 1 + i for i in range(sent)]  # all, in order, once
+    live = client.of("reading")
+    assert 2 <= len(live) <= 5 * (duration + 1) + 1  # at most RTD_LIVE_MAX_RATE a second
+    assert live[-1]["time"] == t0 + sent  # the newest value always goes out
+    samples = await metric_samples(url)
+    assert samples[("rtd_web_live_dropped_total", (("event", "reading"), ("reason", "coalesced")))] >= sent - len(live)
+    await client.disconnect()
+
+
+async def test_a_restarted_web_view_serves_last_values_and_history_from_the_database(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    t0 = now_ms() - 60_000
+    engine = create_engine(rtd_env["RTD_DATABASE_URL"], writer=True)
+    await upgrade(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(schema.readings),
+            [{"source": "stored", "time": t0 + i, "speed": float(i), "ingested_at": schema.utc_now()} for i in range(200)],
+        )
+        await conn.execute(
+            sa.insert(schema.window_aggregates),
+            [
+                {
+                    "source": "stored", "window": "1s", "size_ms": 1000, "step_ms": 1000, "start": t0, "end": t0 + 1000,
+                    "count": 200, "min": 0.0, "max": 199.0, "sum": 19900.0, "mean": 99.5,
+                    "first_time": t0, "last_time": t0 + 199, "last_speed": 199.0, "updated_at": schema.utc_now(),
+                }
+            ],
+        )
+    await engine.dispose()
+
+    _, url = start_web(processes, rtd_env)
+    client = RecordingClient()
+    await client.connect(url)
+    await client.wait_for(lambda: bool(client.of("sources")))
+    assert client.of("sources")[0] == [{"source": "stored", "time": t0 + 199, "speed": 199.0}]
+    ack = await client.sio.call("subscribe", "stored")
+    assert ack["ok"] and ack["last"]["time"] == t0 + 199
+    assert [r["time"] for r in ack["history"]] == [t0 + i for i in range(80, 200)]  # RTD_LIVE_HISTORY=120
+    assert ack["windows"][0]["count"] == 200 and ack["windows"][0]["window"] == "1s"
+    await client.disconnect()
+
+
+async def test_auth_token_guards_socket_io_and_the_api_but_not_health_or_metrics(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, {**rtd_env, "RTD_AUTH_TOKEN": "s3cret"})
+
+    for auth in (None, {"token": "wrong"}, {"newData": False}):
+        refused = RecordingClient()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await refused.connect(url, auth=auth)
+        assert refused.of("connect_error") == [{"message": "unauthorized: missing or wrong token"}]
+    by_auth = await RecordingClient().connect(url, auth={"token": "s3cret"})
+    by_query = await RecordingClient().connect(f"{url}?token=s3cret")
+    await by_auth.disconnect()
+    await by_query.disconnect()
+
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+            async with http.get(f"{url}/api/sources", headers=headers) as response:
+                assert response.status == 401
+                assert "bearer token" in (await response.json())["error"]
+        async with http.get(f"{url}/api/sources", headers={"Authorization": "Bearer s3cret"}) as response:
+            assert response.status == 200
+            assert await response.json() == {"sources": []}
+        async with http.get(f"{url}/healthz") as response:
+            assert response.status in (200, 503)
+            assert "checks" in await response.json()
+        async with http.get(f"{url}/metrics") as response:
+            assert response.status == 200
+            assert "rtd_web_clients" in await response.text()
+        async with http.get(f"{url}/") as response:
+            assert response.status == 200
+
+
+async def test_cors_allows_the_configured_origin_and_the_page_itself(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, rtd_env)  # default RTD_CORS_ORIGINS: http://localhost:5173
+    handshake = f"{url}/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(handshake, headers={"Origin": "http://localhost:5173"}) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+            assert (await response.text()).startswith("0{")
+        async with http.get(handshake, headers={"Origin": url}) as response:
+            assert response.status == 200
+        async with http.get(handshake, headers={"Origin": "http://evil.example"}) as response:
+            assert response.status == 400
+        preflight = {"Origin": "http://localhost:5173", "Access-Control-Request-Method": "GET",
+                     "Access-Control-Request-Headers": "Authorization"}
+        async with http.options(f"{url}/api/readings", headers=preflight) as response:
+            assert response.status == 200
+            assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+
+
+async def test_metrics_count_the_pipeline_from_the_topics(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, rtd_env)
+    t0 = now_ms()
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("m", [t0 + i for i in range(7)], [1] * 7)])
+    rejects = [dead_letter("not_json", b"{", stage="validate")] * 3 + [dead_letter("late", b"{}", stage="windows")]
+    await produce_keyed(broker.bootstrap_servers, topics.DLQ, ((None, r) for r in rejects))
+    # records nobody should have written are skipped and counted, not fatal
+    await produce_keyed(broker.bootstrap_servers, topics.WINDOWS, [(None, b"not json"), (None, orjson.dumps([1]))])
+    client = await RecordingClient().connect(url)
+
+    async def settled() -> dict:
+        for _ in range(100):
+            samples = await metric_samples(url)
+            if samples.get(("rtd_web_feed_undecodable_total", (("topic", topics.WINDOWS),))) == 2:
+                return samples
+            await asyncio.sleep(0.1)
+        return samples
+
+    samples = await settled()
+    assert samples[("rtd_web_feed_readings_total", ())] == 7
+    assert samples[("rtd_web_feed_rejected_total", (("reason", "not_json"),))] == 3
+    assert samples[("rtd_web_feed_rejected_total", (("reason", "late"),))] == 1
+    assert samples[("rtd_web_clients", ())] == 1
+    assert samples[("rtd_web_latency_seconds_count", (("path", "live"),))] >= 1
+    await client.disconnect()
+
+
+async def test_health_reports_each_dependency(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, tmp_path: Path
+) -> None:
+    _, healthy_url = start_web(processes, rtd_env)
+    down_db = f"mysql+aiomysql://root@127.0.0.1:{free_port()}/nothing_listens"
+    _, sick_url = start_web(processes, {**rtd_env, "RTD_DATABASE_URL": down_db}, name="web-no-db")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{healthy_url}/healthz") as response:
+            body = await response.json()
+            assert response.status == 200, body
+            assert body["status"] == "ok"
+            assert body["lag"]["group"] == "rtdstream"
+            assert set(body["lag"]["topics"]) == {topics.READINGS, topics.VALIDATED}
+        async with http.get(f"{sick_url}/healthz") as response:
+            body = await response.json()
+            assert response.status == 503
+            assert body["checks"]["database"]["ok"] is False
+            assert body["checks"]["broker"]["ok"] is True
+        async with http.get(f"{sick_url}/api/sources") as response:
+            assert response.status == 503
+            assert (await response.json())["error"] == "history database unavailable"
+
+
+async def test_sigterm_stops_the_web_view_cleanly_with_clients_connected(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    web, url = start_web(processes, rtd_env)
+    websocket = await RecordingClient().connect(url, transports=["websocket"])
+    polling = await RecordingClient().connect(url, transports=["polling"])
+    assert await asyncio.to_thread(processes.terminate, web) == 0
+    assert "Traceback" not in web.log_text()
+    await websocket.wait_for(lambda: not websocket.sio.connected)
+    await polling.wait_for(lambda: not polling.sio.connected)
