@@ -1,0 +1,174 @@
+"""Scale-out: two workers share the partitions; one killed by ``kill -9`` hands its share over intact."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections import defaultdict
+
+import orjson
+import pytest
+from rtdstream.tables.specs import window_specs
+
+from rtdstream import topics
+from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.config import load_settings
+from rtdstream.status import CONSUMED, ClusterStatus, collect_status
+from tests.support.kafka import read_topic
+from tests.support.mariadb import MariaDB
+from tests.support.processes import Proc, ProcessGroup
+from tests.test_pipeline import sim_total
+from tests.test_sink_pipeline import until
+from tests.test_windows_logic import offline
+
+GRACE_MS = 2000
+#: Longer than a takeover (session timeout + rebalance + recovery, about 10 s here): a partition
+#: paused by the rebalance must not look idle, or its open windows close early (see README, Operate).
+IDLE_TIMEOUT = "15s"
+
+
+def start_worker(processes: ProcessGroup, env: dict[str, str]) -> tuple[Proc, str]:
+    """A worker (not waited for) and the base URL of its web port."""
+    port = free_port()
+    worker = processes.start("worker", ["worker", "-l", "info", "--web-port", str(port)], env)
+    return worker, f"http://127.0.0.1:{port}"
+
+
+def owners(status: ClusterStatus) -> dict[tuple[str, int], list[str]]:
+    """Owners of every partition the worker group consumes (an empty list: nobody owns it)."""
+    known = status.owners()
+    return {
+        (p.topic, p.partition): known.get((p.topic, p.partition), [])
+        for p in status.offsets.partitions
+        if p.topic in CONSUMED
+    }
+
+
+def stored(mariadb: MariaDB, database: str) -> list[tuple[str, int, int]]:
+    return [
+        (source, time, int(speed))
+        for source, time, speed in mariadb.query(database, "SELECT source, time, speed FROM readings")
+    ]
+
+
+def status_command(env: dict[str, str], *urls: str) -> dict:
+    """``rtdstream status --json`` as an operator runs it."""
+    args = [arg for url in urls for arg in ("--worker", url)]
+    result = subprocess.run(
+        [sys.executable, "-m", "rtdstream", "status", "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return orjson.loads(result.stdout)
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_is_lost_or_doubled(
+    broker: EmbeddedBroker, mysql_url: str, mariadb: MariaDB, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    database = mysql_url.rsplit("/", 1)[1]
+    sim_port = free_port()
+    env = {
+        **rtd_env,
+        "RTD_DATABASE_URL": mysql_url,
+        "RTD_SOURCES": f"http://127.0.0.1:{sim_port}/stream",
+        "RTD_GRACE": f"{GRACE_MS}ms",
+        "RTD_IDLE_TIMEOUT": IDLE_TIMEOUT,
+    }
+    settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])
+    (doomed, doomed_url), (survivor, survivor_url) = (
+        start_worker(processes, env),
+        start_worker(processes, env),
+    )
+    for worker in (doomed, survivor):
+        await worker.await_log(r"\[\^Worker\]: Ready", timeout=120)
+
+    async def shared() -> bool:
+        by_partition = owners(await collect_status(settings, [doomed_url, survivor_url]))
+        return all(len(urls) == 1 for urls in by_partition.values()) and {
+            url for urls in by_partition.values() for url in urls
+        } == {doomed_url, survivor_url}
+
+    await until(shared, timeout=60, what="both workers owning partitions")
+
+    sim = processes.start("sim", ["sim", "--port", str(sim_port), "--rate", "200", "--sources", "4"], env)
+    bridge = processes.start("bridge", ["bridge"], env)
+    await until(lambda: _at_least(mariadb, database, 1000), timeout=90, what="the first readings in MySQL")
+    processes.kill(doomed)
+
+    async def taken_over() -> bool:
+        by_partition = owners(await collect_status(settings, [doomed_url, survivor_url]))
+        return all(urls == [survivor_url] for urls in by_partition.values())
+
+    await until(taken_over, timeout=90, what="the survivor owning every partition")
+    after = await collect_status(settings, [doomed_url, survivor_url])
+    assert [(w.url, w.state, w.error is None) for w in after.workers] == [
+        (doomed_url, None, False),
+        (survivor_url, "running", True),  # the dead one is reported, not fatal
+    ]
+    assert sim.is_running() and processes.terminate(sim) == 0  # the stream ran through the takeover
+    emitted = sim_total(sim)
+
+    # Every reading the simulator sent is in MySQL exactly once.
+    await until(lambda: _at_least(mariadb, database, emitted), timeout=120, what=f"{emitted} readings")
+    await asyncio.sleep(3)  # time for a duplicate to show up
+    readings = stored(mariadb, database)
+    assert len(readings) == len({(source, time) for source, time, _ in readings}) == emitted
+
+    # The final windows on rtd.windows are those of an offline group-by of the stored readings.
+    expected, late = offline([sorted(readings, key=lambda r: r[1])], GRACE_MS, window_specs(settings))
+    assert late == {}
+    dead = await read_topic(broker.bootstrap_servers, topics.DLQ, until=lambda rs: False, timeout=1)
+    assert [orjson.loads(r.value)["reason"] for r in dead] == []  # no reading was taken for late
+    records = await read_topic(
+        broker.bootstrap_servers,
+        topics.WINDOWS,
+        timeout=90,
+        until=lambda rs: len({_window_key(orjson.loads(r.value)) for r in rs}) >= len(expected),
+    )
+    values: dict[tuple[str, str, int], set[bytes]] = defaultdict(set)
+    for record in records:
+        values[_window_key(orjson.loads(record.value))].add(record.value)
+    assert {
+        key: vs for key, vs in values.items() if len(vs) > 1
+    } == {}  # a replayed window has the same value
+    assert {key: _aggregate(orjson.loads(next(iter(vs)))) for key, vs in values.items()} == expected
+
+    # rtdstream status, as an operator sees it: one worker left, owning all, nothing lagging.
+    async def caught_up() -> bool:
+        report = await collect_status(settings, [survivor_url])
+        return all(p.lag == 0 for p in report.offsets.partitions if p.topic in CONSUMED)
+
+    await until(caught_up, timeout=60, what="zero lag")
+    report = status_command(env, survivor_url)
+    for topic in CONSUMED:
+        partitions = report["topics"][topic]["partitions"]
+        assert len(partitions) == int(env["RTD_PARTITIONS"])
+        assert all(p["owners"] == [survivor_url] and p["lag"] == 0 for p in partitions), partitions
+    assert report["group"]["members"] == 1
+    assert [(w["url"], w["state"], w["error"]) for w in report["workers"]] == [
+        (survivor_url, "running", None)
+    ]
+    assert report["counters"]["rtd_readings_accepted_total"] > 0
+
+    for proc in (bridge, survivor):
+        assert processes.terminate(proc, timeout=60) == 0
+
+
+def _window_key(window: dict) -> tuple[str, str, int]:
+    return window["source"], window["window"], window["start"]
+
+
+def _aggregate(window: dict) -> list:
+    return [window[name] for name in ("count", "min", "max", "sum", "first_time", "last_time", "last_speed")]
+
+
+async def _at_least(mariadb: MariaDB, database: str, count: int) -> bool:
+    try:
+        return mariadb.query(database, "SELECT COUNT(*) FROM readings")[0][0] >= count
+    except Exception:  # noqa: BLE001  (the table appears once a worker has migrated)
+        return False
