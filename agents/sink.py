@@ -1,0 +1,91 @@
+"""The sink agents: ``rtd.validated`` -> ``readings`` (and ``Data``), ``rtd.windows`` -> ``window_aggregates``.
+
+Each agent takes its input in batches and hands every batch to a
+:class:`~rtdstream.sink.writer.SinkWriter`, which returns only once the batch
+is committed (retrying through outages). Returning is what lets ``take_events``
+acknowledge the messages, so Kafka commits no offset past an unwritten row.
+If the body is interrupted before its batch is written (the worker stopping
+during an outage), the batch's messages keep an extra reference and are never
+acknowledged: the next start consumes them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from faust import EventT, StreamT
+from faust.types import TP
+
+from rtdstream.app import app, dlq_topic, settings, validated_topic, windows_topic
+from rtdstream.sink.database import create_engine
+from rtdstream.sink.migrate import prepare
+from rtdstream.sink.records import Item, Rejected, SinkBatch, decode_readings, decode_window
+from rtdstream.sink.writer import SinkWriter
+from rtdstream.topics import VALIDATED, WINDOWS
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes | None, int, int], Item]
+
+# The schema is migrated before any agent runs; a database that cannot be used stops the worker.
+app.preparations.append(partial(prepare, settings))
+
+
+@app.agent(validated_topic)
+async def store_readings(stream: StreamT) -> None:
+    """Write validated readings to ``readings`` (and the legacy ``Data`` table when on)."""
+    await _store(stream, VALIDATED, decode_readings)
+
+
+@app.agent(windows_topic)
+async def store_windows(stream: StreamT) -> None:
+    """Write final window aggregates to ``window_aggregates``."""
+    await _store(stream, WINDOWS, decode_window)
+
+
+async def _store(stream: StreamT, topic: str, decode: Decoder) -> None:
+    writer = SinkWriter(
+        create_engine(settings.database_url, writer=True),
+        send_dead_letters=_send_dead_letters,
+        legacy=settings.legacy_table,
+        highwater=_highwater,
+    )
+    try:
+        async for events in stream.take_events(settings.sink_batch, within=settings.sink_within):
+            batch = SinkBatch(topic, [decode(e.message.value, e.message.partition, e.message.offset) for e in events])
+            try:
+                await writer.write_until_done(batch)
+            finally:
+                if not batch.written:
+                    _withhold(events)
+    finally:
+        await writer.close()
+
+
+def _withhold(events: Sequence[EventT]) -> None:
+    """Keep the messages of an unwritten batch from ever being acknowledged in this process."""
+    for event in events:
+        event.message.incref()
+    log.warning("sink: stopped before a batch of %d message(s) was written; it is written after restart", len(events))
+
+
+async def _send_dead_letters(topic: str, rejected: list[Rejected]) -> None:
+    """Produce the records to ``rtd.dlq`` and wait until the broker has every one."""
+    deliveries = [
+        await dlq_topic.send(
+            key=rejection.source.encode() if rejection.source else None, value=rejection.dead_letter(topic)
+        )
+        for rejection in rejected
+    ]
+    await asyncio.gather(*deliveries)
+
+
+def _highwater(topic: str, partition: int) -> int | None:
+    """The next offset of a partition this worker consumes, None when it is not assigned here."""
+    try:
+        return app.consumer.highwater(TP(topic, partition))
+    except (AssertionError, AttributeError, KeyError):
+        return None

@@ -1,0 +1,1 @@
+"""The MySQL/SQLite sink: schema, migrations, batched idempotent writes, history queries."""
