@@ -3,6 +3,6 @@
 Importing this package registers every agent on :data:`rtdstream.app.app`.
 """
 
-from rtdstream.agents import validate, views
+from rtdstream.agents import health, sink, validate, views, windows
 
-__all__ = ["validate", "views"]
+__all__ = ["health", "sink", "validate", "views", "windows"]

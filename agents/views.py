@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from faust.web import Request, Response, View
+from rtdstream.agents.windows import open_windows_report
 
 from rtdstream import metrics
 from rtdstream.app import app
@@ -23,3 +24,22 @@ class Counters(View):
 
     async def get(self, request: Request) -> Response:
         return self.json(metrics.snapshot())
+
+
+@app.page("/windows/open/")
+class OpenWindows(View):
+    """Open windows, watermarks and late counts of the partitions this worker owns."""
+
+    async def get(self, request: Request) -> Response:
+        return self.json(open_windows_report())
+
+
+@app.page("/windows/open/{source}/")
+class OpenWindowsOfSource(View):
+    """One source's open windows and late count (404 when this worker holds none for it)."""
+
+    async def get(self, request: Request, source: str) -> Response:
+        report = open_windows_report(source)
+        if not report["sources"]:
+            return self.error(404, f"no open windows or late readings of source {source!r} on this worker")
+        return self.json(report)

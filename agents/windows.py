@@ -1,0 +1,303 @@
+"""The window agent: ``rtd.validated`` -> ``rtd.windows`` (final), ``rtd.partials`` (live), ``rtd.dlq`` (late).
+
+Exactness across ``kill -9`` comes from ordering, not from Faust's table
+machinery: a batch of input messages is applied to the partitions' states;
+the closed windows and late readings are produced and acknowledged by the
+broker; then the new states (changelog); and only then does ``take_events``
+ack the input so its offsets can be committed. A crash before the changelog
+is durable replays the input onto the old state, which closes the same
+windows with the same values again; a crash after it skips the replay by
+``input_offset``, and the results are already out. A consumer of
+``rtd.windows`` sees at most identical duplicates.
+
+Live partials and idle ticks are best-effort side channels: a lost partial is
+replaced by the next one, and a lost tick is sent again after the next quiet
+period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from faust import EventT, StreamT
+from faust.types import TopicT
+from rtdstream.tables.specs import window_specs
+from rtdstream.tables.state import PartitionState
+from rtdstream.tables.table import WindowStateTable
+from rtdstream.tables.windowing import Changes, LateReading, Windowing
+
+from rtdstream import metrics
+from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
+from rtdstream.backoff import Backoff
+from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
+from rtdstream.topics import VALIDATED
+from rtdstream.validation import Reason
+
+log = logging.getLogger(__name__)
+
+STAGE = "windows"
+
+windowing = Windowing(window_specs(settings), grace_ms=round(settings.grace * 1000))
+window_state = WindowStateTable(app, partitions=settings.partitions)
+
+
+@app.agent(validated_topic)
+async def aggregate_windows(stream: StreamT) -> None:
+    """Apply batches of validated readings to the window state and publish what closed."""
+    async for events in stream.take_events(settings.window_batch, within=settings.window_within):
+        await process(events)
+
+
+async def process(events: Sequence[EventT]) -> None:
+    """Apply, then deliver everything the batch produced before its input is acknowledged."""
+    outbox = Outbox()
+    touched: dict[int, PartitionState] = {}
+    offsets_before: dict[int, int] = {}
+    replayed = 0
+    try:
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            state = touched.get(partition)
+            if state is None:
+                state = touched[partition] = window_state.get(partition)
+                offsets_before[partition] = state.input_offset
+            idle_watch.saw(partition)
+            replayed += not apply_event(state, partition, offset, event.message.value, outbox)
+    except BaseException:
+        window_state.forget(touched)
+        raise
+    for partition, state in touched.items():
+        if state.input_offset != offsets_before[partition]:  # else all of it was replay
+            outbox.changelog.append((partition, window_state.save(partition, state)))
+    if replayed:
+        log.debug("skipped %d of %d messages already applied (input replayed after a restart)", replayed, len(events))
+    try:
+        await outbox.deliver_until_acknowledged()
+    except asyncio.CancelledError:
+        # Stopping mid-delivery: keep the input uncommitted, the restart replays it.
+        for event in events:
+            event.message.incref()
+        raise
+    outbox.count(replayed)
+    partial_feed.flush()
+
+
+def apply_event(state: PartitionState, partition: int, offset: int, raw: bytes | None, outbox: Outbox) -> bool:
+    """Apply one input message, False if it was a replay.
+
+    One that cannot be decoded goes to rtd.dlq instead of crashing the agent.
+    """
+    try:
+        message = decode_validated(raw or b"")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        if offset <= state.input_offset:
+            return False
+        windowing.skip(state, offset)
+        outbox.reject(None, undecodable_record(raw or b"", exc, partition, offset))
+        return True
+    changes = Changes()
+    applied = windowing.apply(state, offset, message, changes)
+    outbox.add(changes, partition, offset)
+    partial_feed.mark(partition, changes.touched)
+    return applied
+
+
+@dataclass
+class Outbox:
+    """The records one batch produces, delivered and acknowledged together."""
+
+    changelog: list[tuple[int, bytes]] = field(default_factory=list)
+    records: list[tuple[TopicT, bytes | None, bytes]] = field(default_factory=list)
+    emitted: dict[str, int] = field(default_factory=dict)
+    late: int = 0
+
+    def add(self, changes: Changes, partition: int, offset: int) -> None:
+        for closed in changes.closed:
+            self.records.append((windows_topic, closed.source.encode(), orjson.dumps(closed.record())))
+            label = closed.spec.label
+            self.emitted[label] = self.emitted.get(label, 0) + 1
+        for late in changes.late:
+            self.reject(late.source, late_record(late, partition, offset))
+        self.late += len(changes.late)
+
+    def reject(self, source: str | None, record: bytes) -> None:
+        self.records.append((dlq_topic, source.encode() if source else None, record))
+
+    async def deliver_until_acknowledged(self) -> None:
+        """Send everything and wait for the broker; retry the whole set on failure.
+
+        Every record is safe to send twice (a changelog value replaces itself,
+        a closed window is identical), so a partial failure is repaired by
+        sending all of it again rather than by tracking which part failed.
+        """
+        backoff = Backoff(initial=0.5, cap=10.0)
+        while True:
+            try:
+                await self._deliver()
+                return
+            except Exception as exc:  # noqa: BLE001  (any producer error: retry, never ack unsaved input)
+                delay = backoff.next()
+                log.error("window results not acknowledged by the broker (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _deliver(self) -> None:
+        """Results first, state second: a state that says "applied" must never outlive its results.
+
+        Were the changelog durable and a closed window not, the restart would
+        skip the replayed input (its offset is in the state) and the window
+        would be lost. In this order a crash between the two replays the input
+        onto the old state, which emits the same windows again.
+        """
+        sent: list[Any] = [await topic.send(key=key, value=value, force=True) for topic, key, value in self.records]
+        await asyncio.gather(*sent)
+        await asyncio.gather(*(window_state.send_changelog(p, value) for p, value in self.changelog))
+
+    def count(self, replayed: int) -> None:
+        metrics.WINDOW_REPLAYS_SKIPPED.inc(replayed)
+        for label, emitted in self.emitted.items():
+            metrics.WINDOWS_EMITTED.labels(label).inc(emitted)
+        metrics.LATE_READINGS.inc(self.late)
+
+
+def late_record(late: LateReading, partition: int, offset: int) -> bytes:
+    raw = orjson.dumps({"source": late.source, "time": late.time, "speed": late.speed})
+    return dead_letter(
+        Reason.LATE, raw, stage=STAGE,
+        detail=f"{late.lateness_ms} ms behind the watermark; missed windows {', '.join(late.windows)}",
+        source=late.source, topic=VALIDATED, partition=partition, offset=offset,
+        time=late.time, lateness_ms=late.lateness_ms, windows=list(late.windows),
+    )
+
+
+def undecodable_record(raw: bytes, exc: Exception, partition: int, offset: int) -> bytes:
+    reason = Reason.NOT_JSON if isinstance(exc, orjson.JSONDecodeError) else Reason.WRONG_TYPE
+    return dead_letter(
+        reason, raw, stage=STAGE, detail=f"not a rtd.validated message: {exc!r}",
+        topic=VALIDATED, partition=partition, offset=offset,
+    )
+
+
+def owned_partitions() -> set[int]:
+    """The rtd.validated partitions this worker processes now."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == VALIDATED}
+
+
+class IdleWatch:
+    """Notices owned partitions that went quiet, so their open windows can be closed.
+
+    One tick per quiet period: a partition that got its tick is not ticked again
+    until it sees input (the tick itself counts, so a tick that closed only part
+    of the windows is followed by another after the next timeout).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._last_seen: dict[int, float] = {}
+        self._ticked: set[int] = set()
+
+    def saw(self, partition: int) -> None:
+        self._last_seen[partition] = time.monotonic()
+        self._ticked.discard(partition)
+
+    def due(self, partitions: Iterable[int]) -> list[int]:
+        now = time.monotonic()
+        return [
+            partition
+            for partition in sorted(partitions)
+            if partition not in self._ticked and now - self._last_seen.setdefault(partition, now) >= self.timeout
+        ]
+
+    def ticked(self, partition: int) -> None:
+        self._ticked.add(partition)
+
+    def restart_clocks(self) -> None:
+        """Count quiet time from now: the agent could not consume until now (rebalance, recovery)."""
+        now = time.monotonic()
+        for partition in self._last_seen:
+            self._last_seen[partition] = now
+
+
+idle_watch = IdleWatch(settings.idle_timeout)
+
+
+@app.timer(min(1.0, settings.idle_timeout / 2))
+async def close_idle_partitions() -> None:
+    """Put a tick into each idle partition that still has open windows."""
+    if app.rebalancing:  # consumption is paused until recovery ends: quiet, not idle
+        idle_watch.restart_clocks()
+        return
+    for partition in idle_watch.due(owned_partitions()):
+        state = window_state.get(partition)
+        if not state.windows or state.max_time is None:
+            continue
+        tick = IdleTick(partition, state.max_time)
+        try:
+            fut = await validated_topic.send(value=encode_tick(tick), partition=partition, force=True)
+            await fut
+        except Exception as exc:  # noqa: BLE001  (best effort: the next timer run tries again)
+            log.warning("could not send idle tick to %s[%d]: %r", VALIDATED, partition, exc)
+            continue
+        idle_watch.ticked(partition)
+        log.info("partition %d idle for %gs: closing windows up to %d", partition, idle_watch.timeout, tick.max_time)
+
+
+class PartialFeed:
+    """Open-window values per source on rtd.partials, at most one update per interval per source.
+
+    A source changed while throttled stays pending and goes out with the next
+    flush (after a batch or from the timer), so the last value is never stuck.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._pending: dict[str, int] = {}
+        self._sent_at: dict[str, float] = {}
+
+    def mark(self, partition: int, sources: Iterable[str]) -> None:
+        for source in sources:
+            self._pending[source] = partition
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        due = [s for s in self._pending if now - self._sent_at.get(s, -self.interval) >= self.interval]
+        for source in due:
+            state = window_state.get(self._pending.pop(source))
+            self._sent_at[source] = now
+            value = orjson.dumps({"source": source, "windows": state.open_windows(source)})
+            partials_topic.send_soon(key=source.encode(), value=value)
+
+
+partial_feed = PartialFeed(settings.partial_interval)
+
+
+@app.timer(settings.partial_interval)
+async def flush_partials() -> None:
+    partial_feed.flush()
+
+
+def open_windows_report(source: str | None = None) -> dict[str, Any]:
+    """The open windows and late counts of the partitions this worker owns (all sources, or one)."""
+    partitions: dict[str, Any] = {}
+    sources: dict[str, Any] = {}
+    for partition in sorted(owned_partitions()):
+        state = window_state.get(partition)
+        partitions[str(partition)] = {
+            "watermark": windowing.watermark(state),
+            "max_time": state.max_time,
+            "input_offset": state.input_offset,
+        }
+        names = [source] if source is not None else sorted(state.windows.keys() | state.late.keys())
+        for name in names:
+            if name in state.windows or name in state.late:
+                sources[name] = {
+                    "partition": partition,
+                    "late": state.late.get(name, 0),
+                    "windows": state.open_windows(name),
+                }
+    return {"partitions": partitions, "sources": sources}
