@@ -12,15 +12,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from faust.types import TransportT
 
 from rtdstream import topics
 from rtdstream.config import SettingsError, get_settings
 from rtdstream.errors import UserError
+from rtdstream.runtime import worker_logging_config
+from rtdstream.transport import Transport
 
 try:
     settings = get_settings()
 except SettingsError as exc:
-    raise SystemExit(f"rtdstream: {exc}") from None
+    print(f"rtdstream: {exc}", file=sys.stderr)
+    raise SystemExit(exc.exit_code) from None
 
 
 class RtdApp(faust.App):
@@ -39,6 +43,11 @@ class RtdApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.preparations = []
+        self.fetch_max_wait = settings.fetch_max_wait
+
+    def _new_transport(self) -> TransportT:
+        # Faust's own aiokafka transport, but with a fetch wait we choose (see rtdstream.transport).
+        return Transport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
@@ -66,6 +75,16 @@ def create_app() -> RtdApp:
         broker_heartbeat_interval=max(settings.session_timeout / 5, 0.5),
         broker_rebalance_timeout=max(settings.session_timeout * 2, 20.0),
         producer_acks=-1,
+        # Faust's default (0) sends a request per message: a third of the worker's time went to
+        # socket writes in a profile at 20,000 readings/s. 5 ms cut its CPU by ~8%, the broker's by ~20%.
+        producer_linger=settings.producer_linger,
+        # Do not wait for in-flight events on rebalance and stop: Faust drops the
+        # events queued for one agent without releasing them, so with two agents
+        # on rtd.validated the wait never ends (a worker hung on SIGTERM and on
+        # every rebalance). Unacknowledged input is not committed either way, and
+        # every stage is idempotent on replay.
+        stream_wait_empty=False,
+        logging_config=worker_logging_config(settings.log_format),
     )
 
 

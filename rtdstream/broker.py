@@ -73,6 +73,9 @@ class EmbeddedBroker:
             broker_command(self.port, self.host),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C meant for the owner must not take the broker away
+            # while the owner's other processes still flush to it on their way out.
+            start_new_session=True,
         )
         try:
             wait_for_port(self.host, self.port, timeout=10.0)

@@ -8,9 +8,11 @@ which lets their cleanup finish on SIGTERM and Ctrl-C.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, NoReturn
 
-from faust.cli import AppCommand, option
+import click
+from faust.cli import AppCommand, argument, option
 
 from rtdstream.app import app, settings
 from rtdstream.bridge.service import Bridge
@@ -26,7 +28,7 @@ class RtdCommand(AppCommand):
     abstract: ClassVar[bool] = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
-        configure_logging(self._loglevel or settings.log_level)
+        configure_logging(self._loglevel or settings.log_level, settings.log_format)
         body = self.execute(*self.args, *args, **{**self.kwargs, **kwargs})
         raise SystemExit(run_main(body, name=type(self).__name__))
 
@@ -51,6 +53,88 @@ async def sim(self: AppCommand, port: int | None, host: str, rate: float, source
 async def bridge(self: AppCommand) -> None:
     """Read the streams of RTD_SOURCES into rtd.readings (bad lines into rtd.dlq)."""
     await Bridge(settings).run()
+
+
+@app.command(
+    option("--json", "as_json", is_flag=True, default=False, help="Print the report as JSON"),
+    option("--worker", "workers", multiple=True, metavar="URL",
+           help="Base URL of a worker's web port, repeatable [default: the URLs group members publish, "
+           "else http://localhost:6066]"),
+    option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for each answer"),
+    base=RtdCommand,
+)
+async def status(self: AppCommand, as_json: bool, workers: tuple[str, ...], timeout: float) -> None:
+    """Show topics and partitions, the worker group's lag per partition, workers, and counters."""
+    from rtdstream.status import collect_status, render_json, render_text
+
+    # An unreachable broker is reported in one line; aiokafka's connection errors would only repeat it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    report = await collect_status(settings, list(workers), timeout=timeout)
+    print(render_json(report) if as_json or self.json else render_text(report), flush=True)
+
+
+@app.command(
+    argument("action", type=click.Choice(["upgrade"])),
+    base=RtdCommand,
+)
+async def db(self: AppCommand, action: str) -> None:
+    """`db upgrade`: migrate RTD_DATABASE_URL to this version's schema (the worker also does it at start)."""
+    from rtdstream.sink.database import masked
+    from rtdstream.sink.migrate import prepare
+
+    revision = await prepare(settings)
+    print(f"database {masked(settings.database_url)} is at schema revision {revision}", flush=True)
+
+
+@app.command(
+    option("--port", type=int, default=None, help="HTTP port [default: $PORT or 4000]"),
+    option("--host", default="0.0.0.0", show_default=True, help="Address to listen on"),
+    base=RtdCommand,
+)
+async def web(self: AppCommand, port: int | None, host: str) -> None:
+    """Serve the dashboard, the Socket.IO live view (newData, reading, window ...) and the HTTP API."""
+    # Imported here: the other commands need neither Socket.IO nor the database drivers.
+    from rtdstream.sink.repository import HistoryRepository
+    from rtdstream.web.server import DEFAULT_PORT, WebView
+
+    view = WebView(settings, HistoryRepository.from_url(settings.database_url))
+    await view.run(host=host, port=port or settings.port or DEFAULT_PORT)
+
+
+@app.command(
+    option("--rate", type=float, default=None, help="Readings per second offered in all [default: 5000; 20000 with --soak]"),
+    option("--sources", type=int, default=None, help="Simulated sensors [default: one per 500 readings/s, at least 10]"),
+    option("--duration", type=float, default=None, help="Seconds of load, warm-up included [default: 30; 600 with --soak]"),
+    option("--warmup", type=float, default=None, help="Seconds left out of the figures [default: 10; 30 with --soak]"),
+    option("--clients", type=int, default=10, show_default=True, help="Socket.IO clients subscribed to every source"),
+    option("--measuring", type=int, default=2, show_default=True, help="Clients (of --clients) that decode and time every reading"),
+    option("--workers", type=int, default=1, show_default=True, help="Worker processes"),
+    option("--database-url", default=None, help="Empty MySQL database to use [default: a fresh rtd_bench_<time> on the local MariaDB]"),
+    option("--keep", is_flag=True, default=False, help="Keep the fresh database afterwards"),
+    option("--output", type=click.Path(file_okay=False), default="bench-results", show_default=True, help="Where each run's directory goes"),
+    option("--no-limits", "limits", is_flag=True, default=True, flag_value=False, help="Skip the raw aiokafka/executemany limits"),
+    option("--limit-rows", type=int, default=None, help="Readings used for the raw limits [default: what the run emitted, at most 500000]"),
+    option("--drain-timeout", type=float, default=180.0, show_default=True, help="Longest wait for the pipeline to drain after the load"),
+    option("--soak", is_flag=True, default=False, help="Ten minutes at 20000/s: is memory (RSS, descriptors) flat, is latency stable?"),
+    option("--ramp", is_flag=True, default=False, help="Raise the rate step by step from --rate until a bound is crossed"),
+    option("--ramp-factor", type=float, default=1.5, show_default=True, help="Rate multiplier per ramp step"),
+    option("--ramp-max", type=float, default=100_000.0, show_default=True, help="Highest rate a ramp tries"),
+    option("--ramp-step", type=float, default=20.0, show_default=True, help="Seconds per ramp step (warm-up included)"),
+    option("--max-p99", type=float, default=500.0, show_default=True, help="Ramp bound: client p99 latency, ms"),
+    option("--max-lag", type=float, default=10.0, show_default=True, help="Ramp bound: worker group lag at a step's end, in seconds of input"),
+    base=RtdCommand,
+)
+async def bench(self: AppCommand, output: str, **flags: Any) -> None:
+    """Run the whole pipeline under load; report throughput, latency, lag, CPU, memory and loss (table, JSON, PNG)."""
+    from pathlib import Path
+
+    from rtdstream.bench.options import options_from_command_line
+    from rtdstream.bench.runner import BenchLostReadings, BenchRun
+
+    options = options_from_command_line(output=Path(output), **flags)
+    report = await BenchRun(options, settings).run()
+    if BenchLostReadings.found_in(report["integrity"]):
+        raise BenchLostReadings(report["integrity"])
 
 
 class dev(AppCommand):  # noqa: N801  (the class name is the command name)

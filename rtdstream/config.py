@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
@@ -143,6 +143,17 @@ class Settings(BaseSettings):
         10.0, validation_alias="RTD_SESSION_TIMEOUT",
         description="Kafka consumer session timeout; a group forms after about half of it.",
     )
+    fetch_max_wait: Duration = Field(
+        0.02, validation_alias="RTD_FETCH_MAX_WAIT", gt=0,
+        description="Longest a worker's fetch waits at the broker for data. Apache Kafka answers as soon as "
+        "data is there; a broker that holds every fetch for the full wait (the embedded one does) adds it "
+        "to each stage's latency.",
+    )
+    producer_linger: Duration = Field(
+        0.005, validation_alias="RTD_PRODUCER_LINGER",
+        description="Longest the worker's producer waits to put more messages into one request; "
+        "fewer, larger requests cost the worker and the broker less CPU.",
+    )
     bridge_batch: int = Field(
         500, validation_alias="RTD_BRIDGE_BATCH", ge=1,
         description="Most readings in one envelope the bridge produces.",
@@ -206,6 +217,11 @@ class Settings(BaseSettings):
         "info", validation_alias="RTD_LOG_LEVEL",
         description="debug, info, warn or error.",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", validation_alias="RTD_LOG_FORMAT",
+        description="text: one line per event, for people; json: one JSON object per line (time, level, "
+        "logger, pid, message, and fields such as source, partition, offset) for log collectors.",
+    )
 
     @field_validator("broker")
     @classmethod
@@ -221,6 +237,12 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"{server!r} has a bad port") from exc
         return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _blank_token_is_unset(cls, value: str | None) -> str | None:
+        # `RTD_AUTH_TOKEN=` (as .env templates write it) means no token, for Socket.IO and REST alike.
+        return value or None
 
     @field_validator("database_url")
     @classmethod

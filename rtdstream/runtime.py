@@ -15,16 +15,39 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from pythonjsonlogger.json import JsonFormatter
+
 from rtdstream.errors import UserError
 
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
+#: RTD_LOG_FORMAT=json: these fields, renamed, plus ``time`` and every ``extra`` of the event.
+JSON_FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
+_JSON_NAMES = {"levelname": "level", "name": "logger", "process": "pid"}
 _LEVELS = {"warn": "WARNING", "critical": "CRITICAL"}
 
 
-def configure_logging(level: str) -> None:
-    """One event per line, in the shape of the Faust worker's log lines."""
-    logging.basicConfig(level=_LEVELS.get(level.lower(), level.upper()), format=LOG_FORMAT, stream=sys.stderr)
+def json_formatter() -> logging.Formatter:
+    """One JSON object per event, tracebacks included, so a log collector never splits one."""
+    return JsonFormatter(JSON_FIELDS, rename_fields=_JSON_NAMES, timestamp="time")
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """One event per line: in the shape of the Faust worker's log lines, or JSON."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=_LEVELS.get(level.lower(), level.upper()), handlers=[handler])
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def worker_logging_config(log_format: str) -> dict[str, Any] | None:
+    """The Faust worker's logging config: None keeps Faust's lines; json swaps in the JSON formatter."""
+    if log_format != "json":
+        return None
+    return {
+        "merge": True,  # into Faust's own config, replacing its "default" (colour) handler
+        "formatters": {"json": {"()": json_formatter}},
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    }
 
 
 def run_main(main: Coroutine[Any, Any, None], *, name: str) -> int:

@@ -13,6 +13,9 @@ from rtdstream.broker import EmbeddedBroker
 from tests.support.mariadb import MariaDB
 from tests.support.processes import ProcessGroup
 
+#: Fixtures of the sink tests (database_url over MariaDB and SQLite, a migrated engine).
+pytest_plugins = ["tests.support.sink"]
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

@@ -69,6 +69,10 @@ class EnvelopeProducer:
         self._pending: dict[str, _Pending] = {}
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: deque[asyncio.Task[None]] = deque()
+        #: Hands messages to the client one at a time, in the order their deliveries started: a send()
+        #: that waits for room in the client's buffer must not be overtaken by a later one (it was, and
+        #: a source's envelopes reached the topic out of order under load).
+        self._send_order = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         #: Per source, the newest reading time the broker has acknowledged (resume positions).
         self.delivered_times: dict[str, int] = {}
@@ -153,7 +157,8 @@ class EnvelopeProducer:
         key_bytes = key.encode() if key is not None else None
         while True:
             try:
-                delivery = await self._producer.send(topic, value, key=key_bytes)
+                async with self._send_order:
+                    delivery = await self._producer.send(topic, value, key=key_bytes)
                 await delivery
             except KafkaTimeoutError:
                 # The message expired in the client's buffer before it was sent:
