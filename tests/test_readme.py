@@ -1,0 +1,25 @@
+"""The README stays true: every setting is documented, and the two set-up commands exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rtdstream.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, flags=re.MULTILINE))
+    settings = {str(field.validation_alias) for field in Settings.model_fields.values()}
+    assert settings - documented == set()
+    assert documented - settings == set()  # and nothing that no longer exists
+
+
+def test_the_set_up_commands_are_make_targets_and_ci_runs_the_test_one() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make dev" in README and "make test" in README
+    assert re.search(r"^dev:", makefile, flags=re.MULTILINE) and re.search(r"^test:", makefile, flags=re.MULTILINE)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
