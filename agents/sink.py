@@ -62,7 +62,9 @@ async def _store(stream: StreamT, topic: str, decode: Decoder) -> None:
                 if not batch.written:
                     _withhold(events)
     finally:
-        await writer.close()
+        # Shielded: the worker's shutdown cancels agents more than once, and a
+        # connection close interrupted half-way is logged as an error.
+        await asyncio.shield(writer.close())
 
 
 def _withhold(events: Sequence[EventT]) -> None:

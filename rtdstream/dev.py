@@ -3,8 +3,9 @@
 Each stage runs as its own process, exactly as in production, under honcho's
 process manager: prefixed output, and on Ctrl-C or SIGTERM every process gets
 SIGTERM (then SIGKILL after a grace period) through its own process group, so
-nothing is left behind. Without RTD_BROKER the embedded broker is the first
-process of the group.
+nothing is left behind. Without RTD_BROKER the embedded broker runs beside the
+group and stops only after every process has stopped, so the worker and the
+bridge can still commit and flush on their way out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from honcho.manager import Manager
 
-from rtdstream.broker import broker_command, free_port
+from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import Settings
 
 
@@ -30,17 +31,16 @@ class DevOptions:
 
 
 def _rtdstream(*args: str) -> str:
-    return shlex.join([sys.executable, "-m", "rtdstream", *args])
+    # exec: honcho runs each line through a shell; without it SIGTERM stops the shell, not rtdstream.
+    return "exec " + shlex.join([sys.executable, "-m", "rtdstream", *args])
 
 
-def dev_processes(settings: Settings, options: DevOptions) -> tuple[dict[str, str], dict[str, str]]:
-    """(name -> command line, environment) of the dev stack, broker first when embedded."""
+def dev_processes(settings: Settings, options: DevOptions, broker_url: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """(name -> command line, environment) of the dev stack; ``broker_url`` is the embedded broker's, if any."""
     env = dict(os.environ)
     commands: dict[str, str] = {}
-    if settings.broker is None:
-        port = free_port()
-        commands["broker"] = shlex.join(broker_command(port))
-        env["RTD_BROKER"] = f"kafka://127.0.0.1:{port}"
+    if broker_url is not None:
+        env["RTD_BROKER"] = broker_url
         # The embedded broker forms a group after half the session timeout.
         env.setdefault("RTD_SESSION_TIMEOUT", "6s")
     env["RTD_SOURCES"] = f"http://127.0.0.1:{options.sim_port}/stream"
@@ -57,7 +57,15 @@ def dev_processes(settings: Settings, options: DevOptions) -> tuple[dict[str, st
 
 def run_dev(settings: Settings, options: DevOptions) -> int:
     """Run the stack until Ctrl-C/SIGTERM or until one process exits; the exit code."""
-    commands, env = dev_processes(settings, options)
+    if settings.broker is not None:
+        return _run_group(settings, options, broker_url=None)
+    with EmbeddedBroker() as broker:
+        print(f"embedded broker on {broker.url}", flush=True)
+        return _run_group(settings, options, broker_url=broker.url)
+
+
+def _run_group(settings: Settings, options: DevOptions, broker_url: str | None) -> int:
+    commands, env = dev_processes(settings, options, broker_url)
     manager = Manager()
     for name, command in commands.items():
         manager.add_process(name, command, env=env)

@@ -1,0 +1,48 @@
+"""``rtdstream dev``: the whole pipeline from one command, and nothing left behind after Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+
+import aiohttp
+import pytest
+
+from rtdstream.broker import free_port
+from tests.support.processes import ProcessGroup, session_alive
+
+
+async def test_dev_runs_the_pipeline_and_stops_every_process_cleanly(
+    rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    env = {key: value for key, value in rtd_env.items() if key != "RTD_BROKER"}  # dev embeds its own
+    web_port = free_port()
+    dev = processes.start("dev", [
+        "dev", "--port", str(web_port), "--sim-port", str(free_port()),
+        "--worker-web-port", str(free_port()), "--rate", "20", "--sources", "2",
+    ], env)
+    broker_port = int((await dev.await_log(r"embedded broker on kafka://127\.0\.0\.1:(\d+)")).group(1))
+    await dev.await_log(r"worker\s+\| .*\[\^Worker\]: Ready", timeout=90)
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(120):  # readings went sim -> bridge -> broker -> worker -> database -> API
+            async with http.get(f"http://127.0.0.1:{web_port}/api/sources") as response:
+                sources = (await response.json())["sources"] if response.status == 200 else []
+            if len(sources) == 2 and all(s["count"] > 0 for s in sources):
+                break
+            await asyncio.sleep(0.5)
+        assert {s["source"] for s in sources} == {"sensor-1", "sensor-2"}
+        async with http.get(f"http://127.0.0.1:{web_port}/") as response:
+            assert response.status == 200 and "rtdstream" in await response.text()
+
+    dev.popen.send_signal(signal.SIGINT)  # Ctrl-C
+    assert dev.popen.wait(timeout=30) == 130
+    log = dev.log_text()
+    for name in ("sim", "bridge", "worker", "web"):
+        assert re.search(rf"{name} stopped \(rc=0\)", log), f"{name} did not stop cleanly:\n{log[-3000:]}"
+    assert "SIGKILL" not in log and "Traceback" not in log
+    assert session_alive(dev.pid) == []  # the shells and every child are gone...
+    with pytest.raises(OSError):  # ...and so is the embedded broker (it runs in a session of its own)
+        socket.create_connection(("127.0.0.1", broker_port), timeout=1).close()
