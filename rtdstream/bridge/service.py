@@ -21,7 +21,7 @@ from rtdstream.models import dead_letter
 log = logging.getLogger(__name__)
 
 STAGE = "bridge"
-STATS_INTERVAL = 10.0
+STATS_INTERVAL = 30.0
 
 
 class Bridge:
