@@ -44,6 +44,9 @@ class Bridge:
             # window makes the bridge stop reading meanwhile.
             request_timeout_ms=120_000,
             max_request_size=1_048_576,
+            # send() waits while its partition's batch is full; at the default 16 KiB one large
+            # envelope filled it, and the bridge read at the pace of the broker's round trips.
+            max_batch_size=1_048_576,
         )
         await producer.start()
         self._envelopes = EnvelopeProducer(

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +50,11 @@ class Latencies:
 
     values: list[int] = field(default_factory=list)
 
+    def record(self, batch: dict[str, Any]) -> None:
+        """Handler of a ``readings`` batch: the latency of each of its readings."""
+        now = time.time() * 1000
+        self.values.extend(round(now - t) for t in batch["time"])
+
     def summary(self) -> dict[str, float]:
         if not self.values:
             return {"count": 0}
@@ -73,15 +78,12 @@ class LoadReport:
     web_rss_mb: float | None = None
 
 
-async def measuring_client(url: str, sources: list[str], latencies: Latencies) -> socketio.AsyncClient:
-    """A python-socketio client that records the latency of every reading in ``readings`` batches."""
+async def measuring_client(
+    url: str, sources: list[str], on_readings: Callable[[dict[str, Any]], None]
+) -> socketio.AsyncClient:
+    """A python-socketio client subscribed to ``sources`` that hands every ``readings`` batch to ``on_readings``."""
     client = socketio.AsyncClient(reconnection=False)
-
-    @client.on("readings")
-    async def on_readings(batch: dict[str, Any]) -> None:
-        now = time.time() * 1000
-        latencies.values.extend(round(now - t) for t in batch["time"])
-
+    client.on("readings", on_readings)
     await client.connect(url, transports=["websocket"], auth={"newData": False}, wait_timeout=10)
     for source in sources:
         ack = await client.call("subscribe", source)
@@ -146,7 +148,7 @@ async def measure(
     frames = [0]
     session = aiohttp.ClientSession()
     light = [asyncio.create_task(light_client(session, url, names, frames)) for _ in range(clients - measuring)]
-    decoding = [await measuring_client(url, names, latencies) for _ in range(measuring)]
+    decoding = [await measuring_client(url, names, latencies.record) for _ in range(measuring)]
     await asyncio.sleep(1.0)
     process = psutil.Process(web_pid) if web_pid else None
     if process:

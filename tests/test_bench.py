@@ -1,0 +1,108 @@
+"""``rtdstream bench`` end to end: a short low-rate run of the real pipeline gives a complete, loss-free report.
+
+No figure is judged here (the machine is shared and timings are noise); the
+test checks what a user relies on: the command runs every stage, stops them
+cleanly, counts every reading, writes the table, the JSON and the chart, and
+leaves no database behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtdstream.bench.histogram import Histogram
+from tests.support.mariadb import MariaDB
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def bench_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RTD_")}
+    env.update(RTD_PARTITIONS="4", RTD_SESSION_TIMEOUT="6s", PYTHONUNBUFFERED="1")
+    env.pop("PORT", None)
+    return env
+
+
+def run_bench(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtdstream", "bench", *args],
+        cwd=cwd, env=bench_env(), capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def bench_databases(mariadb: MariaDB) -> set[str]:
+    with mariadb.connect() as conn, conn.cursor() as cur:
+        cur.execute("SHOW DATABASES LIKE 'rtd\\_bench\\_%'")
+        return {row[0] for row in cur.fetchall()}
+
+
+@pytest.mark.timeout(240)
+def test_a_short_run_reports_every_figure_with_zero_loss(mariadb: MariaDB, tmp_path: Path) -> None:
+    before = bench_databases(mariadb)
+    result = run_bench(
+        ["--rate", "400", "--duration", "7", "--warmup", "2", "--clients", "3", "--measuring", "1",
+         "--limit-rows", "4000", "--output", str(tmp_path / "results")],
+        cwd=tmp_path, timeout=220,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+    (run_dir,) = (tmp_path / "results").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert (run_dir / "chart.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert (run_dir / "logs" / "worker.log").exists()
+
+    integrity = report["integrity"]
+    assert integrity["emitted"] > 1000
+    assert integrity["stored_rows"] == integrity["emitted"]
+    assert integrity["drained"] is True
+    assert integrity["lost"] == integrity["unexpected_rows"] == integrity["rejected"] == 0
+    (client,) = integrity["clients"]
+    assert client["received"] > 0 and client["missing"] == 0 and client["duplicates"] == 0
+    assert report["exit_codes"] == {"sim": 0, "bridge": 0, "web": 0, "worker": 0}
+
+    measured = report["measured"]
+    assert measured["sustained_per_s"] > 0
+    for path in ("client", "mysql"):
+        latency = measured["latency_ms"][path]
+        assert latency["count"] > 0
+        assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert {"worker", "web", "bridge", "sim", "bench", "broker"} <= set(measured["processes"])
+    assert all(usage["peak_rss_mb"] > 0 for usage in measured["processes"].values())
+    assert report["bottleneck"]
+
+    limits = report["limits"]
+    assert limits["kafka_produce_per_s"] > 0 and limits["kafka_consume_per_s"] > 0
+    assert limits["mysql_executemany_per_s"] > 0
+    assert set(report["ratios"]) == {"sustained_vs_kafka_produce", "sustained_vs_kafka_consume", "sink_vs_executemany"}
+
+    phases = [sample["phase"] for sample in report["series"]]
+    assert phases.count("warmup") >= 1 and phases.count("measure") >= 4 and "drain" in phases
+    assert all("worker" in sample["processes"] for sample in report["series"] if sample["phase"] == "measure")
+
+    # the table went to the terminal, and the fresh database is gone
+    assert "integrity: emitted" in result.stdout and "bottleneck:" in result.stdout
+    assert report["config"]["database"].startswith("rtd_bench_")
+    assert bench_databases(mariadb) - before == set()
+
+
+def test_a_bad_option_is_one_line_naming_it(tmp_path: Path) -> None:
+    result = run_bench(["--rate", "0"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "rtdstream bench: --rate must be positive, got 0"
+    assert "Traceback" not in result.stderr
+
+
+def test_latency_percentiles_are_exact_at_millisecond_resolution() -> None:
+    first, second = Histogram(), Histogram()
+    first.update(list(range(1, 51)))
+    second.update(list(range(51, 101)))
+    first.merge(second)
+    assert first.summary() == {"count": 100, "p50_ms": 50, "p95_ms": 95, "p99_ms": 99, "max_ms": 100}
+    assert Histogram().summary()["p99_ms"] is None
