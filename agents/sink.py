@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 
-from faust import EventT, StreamT
+from faust import StreamT
 from faust.types import TP
 
 from rtdstream.app import app, dlq_topic, settings, validated_topic, windows_topic
+from rtdstream.delivery import send_all, withhold
 from rtdstream.sink.database import create_engine
 from rtdstream.sink.migrate import prepare
 from rtdstream.sink.records import Item, Rejected, SinkBatch, decode_readings, decode_window
@@ -60,29 +61,21 @@ async def _store(stream: StreamT, topic: str, decode: Decoder) -> None:
                 await writer.write_until_done(batch)
             finally:
                 if not batch.written:
-                    _withhold(events)
+                    withhold(events)
+                    log.warning("sink: stopped before a batch of %d message(s) was written; it is written after "
+                                "restart", len(events))
     finally:
         # Shielded: the worker's shutdown cancels agents more than once, and a
         # connection close interrupted half-way is logged as an error.
         await asyncio.shield(writer.close())
 
 
-def _withhold(events: Sequence[EventT]) -> None:
-    """Keep the messages of an unwritten batch from ever being acknowledged in this process."""
-    for event in events:
-        event.message.incref()
-    log.warning("sink: stopped before a batch of %d message(s) was written; it is written after restart", len(events))
-
-
 async def _send_dead_letters(topic: str, rejected: list[Rejected]) -> None:
     """Produce the records to ``rtd.dlq`` and wait until the broker has every one."""
-    deliveries = [
-        await dlq_topic.send(
-            key=rejection.source.encode() if rejection.source else None, value=rejection.dead_letter(topic)
-        )
+    await send_all([
+        (dlq_topic, rejection.source.encode() if rejection.source else None, rejection.dead_letter(topic))
         for rejection in rejected
-    ]
-    await asyncio.gather(*deliveries)
+    ])
 
 
 def _highwater(topic: str, partition: int) -> int | None:

@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 from faust import EventT, StreamT
-from faust.types import TopicT
 from rtdstream.tables.specs import window_specs
 from rtdstream.tables.state import PartitionState
 from rtdstream.tables.table import WindowStateTable
@@ -34,7 +33,7 @@ from rtdstream.tables.windowing import Changes, LateReading, Windowing
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
-from rtdstream.backoff import Backoff
+from rtdstream.delivery import Record, send_all, until_acknowledged, withhold
 from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
 from rtdstream.topics import VALIDATED
 from rtdstream.validation import Reason
@@ -80,9 +79,7 @@ async def process(events: Sequence[EventT]) -> None:
     try:
         await outbox.deliver_until_acknowledged()
     except asyncio.CancelledError:
-        # Stopping mid-delivery: keep the input uncommitted, the restart replays it.
-        for event in events:
-            event.message.incref()
+        withhold(events)  # stopping mid-delivery: the restart replays the input
         raise
     outbox.count(replayed)
     partial_feed.flush()
@@ -113,7 +110,7 @@ class Outbox:
     """The records one batch produces, delivered and acknowledged together."""
 
     changelog: list[tuple[int, bytes]] = field(default_factory=list)
-    records: list[tuple[TopicT, bytes | None, bytes]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
     emitted: dict[str, int] = field(default_factory=dict)
     late: int = 0
 
@@ -130,21 +127,13 @@ class Outbox:
         self.records.append((dlq_topic, source.encode() if source else None, record))
 
     async def deliver_until_acknowledged(self) -> None:
-        """Send everything and wait for the broker; retry the whole set on failure.
+        """Deliver everything, retrying the whole set on a failure.
 
         Every record is safe to send twice (a changelog value replaces itself,
         a closed window is identical), so a partial failure is repaired by
         sending all of it again rather than by tracking which part failed.
         """
-        backoff = Backoff(initial=0.5, cap=10.0)
-        while True:
-            try:
-                await self._deliver()
-                return
-            except Exception as exc:  # noqa: BLE001  (any producer error: retry, never ack unsaved input)
-                delay = backoff.next()
-                log.error("window results not acknowledged by the broker (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+        await until_acknowledged(self._deliver, what="window results")
 
     async def _deliver(self) -> None:
         """Results first, state second: a state that says "applied" must never outlive its results.
@@ -154,8 +143,7 @@ class Outbox:
         would be lost. In this order a crash between the two replays the input
         onto the old state, which emits the same windows again.
         """
-        sent: list[Any] = [await topic.send(key=key, value=value, force=True) for topic, key, value in self.records]
-        await asyncio.gather(*sent)
+        await send_all(self.records)
         await asyncio.gather(*(window_state.send_changelog(p, value) for p, value in self.changelog))
 
     def count(self, replayed: int) -> None:

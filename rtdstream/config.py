@@ -180,6 +180,15 @@ class Settings(BaseSettings):
         1_048_576, validation_alias="RTD_MAX_MESSAGE_BYTES", ge=1024,
         description="Largest Kafka message the validation agent accepts.",
     )
+    validate_batch: int = Field(
+        200, validation_alias="RTD_VALIDATE_BATCH", ge=1,
+        description="Most rtd.readings messages the validation agent handles as one batch; a batch's input "
+        "is committed only once the broker has acknowledged all it produced.",
+    )
+    validate_within: Duration = Field(
+        0.01, validation_alias="RTD_VALIDATE_WITHIN", gt=0,
+        description="Longest the validation agent waits to fill a batch (added to the latency of a quiet stream).",
+    )
     sink_batch: int = Field(
         200, validation_alias="RTD_SINK_BATCH", ge=1,
         description="Most messages (envelopes) the sink writes in one transaction.",

@@ -1,0 +1,71 @@
+"""Producing from an agent so that its input is acknowledged only once the broker has the output.
+
+Faust flushes its producer before it commits input offsets, but a flush
+returns once every send has finished, failed ones included: an input offset
+could be committed for output the broker never got. The agents whose output
+must not be lost (validation, windows, the sink's dead letters) take their
+input in batches (``take_events``), deliver what a batch produces with the
+helpers here, and let the batch be acknowledged only after that returns; a
+batch interrupted on the way is withheld (:func:`withhold`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from faust import EventT
+from faust.types import TopicT
+
+from rtdstream.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: A record to produce: topic, key, value.
+Record = tuple[TopicT, bytes | None, bytes]
+
+
+async def send_all(records: Sequence[Record]) -> None:
+    """Send every record and wait until the broker has acknowledged each; raise the first failure.
+
+    ``force=True``: sent now, never held back as an attachment of the event
+    being processed (Faust's ``stream_publish_on_commit``), which would wait
+    for an acknowledgement that this very wait holds up.
+    """
+    sent = [await topic.send(key=key, value=value, force=True) for topic, key, value in records]
+    await asyncio.gather(*sent)
+
+
+async def until_acknowledged(deliver: Callable[[], Awaitable[None]], *, what: str) -> None:
+    """Run ``deliver`` until it succeeds, with capped backoff; a producer error is logged, never raised.
+
+    Each retry delivers the whole set again rather than only what failed: it
+    keeps this simple and costs nothing in correctness, as every consumer of
+    rtdstream's topics recognises a record it has already seen.
+    """
+    backoff = Backoff(initial=0.5, cap=10.0)
+    while True:
+        try:
+            await deliver()
+            return
+        except Exception as exc:  # noqa: BLE001  (any producer error: retry, never acknowledge lost output)
+            delay = backoff.next()
+            log.error("%s not acknowledged by the broker (%r); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def send_until_acknowledged(records: Sequence[Record], *, what: str) -> None:
+    """:func:`send_all`, again and again until the broker has acknowledged every record."""
+    await until_acknowledged(lambda: send_all(records), what=what)
+
+
+def withhold(events: Iterable[EventT]) -> None:
+    """Keep input messages from being acknowledged in this process; the next start reads them again.
+
+    For a batch interrupted before its output was delivered (the worker is
+    stopping): ``take_events`` acknowledges a batch however its body ends, so
+    each message gets a reference that is never released.
+    """
+    for event in events:
+        event.message.incref()

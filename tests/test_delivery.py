@@ -1,0 +1,76 @@
+"""send_until_acknowledged returns only once the broker has every record, whatever failed on the way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rtdstream.delivery import send_until_acknowledged
+
+
+class Topic:
+    """Stands in for a Faust topic: ``send`` hands back the delivery future, settled by the test."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes]] = []
+        self.deliveries: list[asyncio.Future[None]] = []
+
+    async def send(self, *, key: bytes | None, value: bytes, force: bool = False) -> asyncio.Future[None]:
+        self.sent.append((key, value))
+        delivery = asyncio.get_running_loop().create_future()
+        self.deliveries.append(delivery)
+        return delivery
+
+    async def settle(self, count: int, error: Exception | None = None) -> None:
+        """Wait for ``count`` sends in all, then acknowledge (or fail) the unsettled ones."""
+        while len(self.deliveries) < count:
+            await asyncio.sleep(0.01)
+        for delivery in self.deliveries:
+            if delivery.done():
+                continue
+            if error:
+                delivery.set_exception(error)
+            else:
+                delivery.set_result(None)
+
+
+async def test_returns_only_after_every_record_is_acknowledged() -> None:
+    topic = Topic()
+    sending = asyncio.create_task(
+        send_until_acknowledged([(topic, b"a", b"1"), (topic, b"b", b"2")], what="test")
+    )
+    await topic.settle(2)
+    await asyncio.wait_for(sending, timeout=5)
+    assert topic.sent == [(b"a", b"1"), (b"b", b"2")]
+
+
+async def test_a_failed_delivery_sends_the_whole_set_again(caplog: pytest.LogCaptureFixture) -> None:
+    topic = Topic()
+    records = [(topic, b"a", b"1"), (topic, b"b", b"2")]
+    sending = asyncio.create_task(send_until_acknowledged(records, what="validated readings"))
+    await topic.settle(2, error=ConnectionError("broker went away"))
+    while len(topic.sent) < 4:  # sent again, after a backoff
+        await asyncio.sleep(0.01)
+    assert not sending.done()
+
+    await topic.settle(4)
+    await asyncio.wait_for(sending, timeout=5)
+    assert topic.sent == [(b"a", b"1"), (b"b", b"2")] * 2
+    assert (
+        "validated readings not acknowledged by the broker (ConnectionError('broker went away'))"
+        in caplog.text
+    )
+
+
+async def test_a_stop_while_waiting_is_not_swallowed() -> None:
+    topic = Topic()
+    sending = asyncio.create_task(send_until_acknowledged([(topic, None, b"1")], what="test"))
+    while not topic.sent:
+        await asyncio.sleep(0.01)
+    sending.cancel()  # the worker stopping while the broker has not acknowledged
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+
+pytestmark = pytest.mark.timeout(30)
