@@ -87,6 +87,14 @@ def raw_field(raw: bytes) -> dict[str, str]:
         return {"raw": base64.b64encode(raw).decode("ascii"), "raw_encoding": "base64"}
 
 
+#: Most bytes of the rejected input a dead letter keeps. The record must stay under the producers'
+#: request limit (Faust's default is 1,000,000 bytes) even when JSON escapes each kept byte to six;
+#: a bigger one made the worker's send fail and crashed the agent that rejected a 2 MB message.
+DEAD_LETTER_RAW_LIMIT = 128 * 1024
+#: Most characters of a dead letter's detail (details quote input, which can be of any length).
+DEAD_LETTER_DETAIL_LIMIT = 1000
+
+
 def dead_letter(
     reason: str,
     raw: bytes,
@@ -99,16 +107,18 @@ def dead_letter(
     offset: int | None = None,
     **extra: Any,
 ) -> bytes:
-    """A ``rtd.dlq`` record: why, what exactly, and where it came from."""
+    """A ``rtd.dlq`` record: why, what exactly (cut to a bounded size), and where it came from."""
     record: dict[str, Any] = {
         "reason": reason,
-        "detail": detail,
+        "detail": detail[:DEAD_LETTER_DETAIL_LIMIT],
         "stage": stage,
         "source": source,
         "topic": topic,
         "partition": partition,
         "offset": offset,
-        **raw_field(raw),
+        **raw_field(raw[:DEAD_LETTER_RAW_LIMIT]),
         **extra,
     }
+    if len(raw) > DEAD_LETTER_RAW_LIMIT:
+        record.update(raw_truncated=True, raw_size=len(raw))
     return orjson.dumps(record)

@@ -88,8 +88,7 @@ def validate_message(
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        reason = Reason.BAD_ENCODING if "utf-8" in str(exc).lower() else Reason.NOT_JSON
-        result.rejections.append(Rejection(reason, str(exc), raw, default_source))
+        result.rejections.append(Rejection(json_error_reason(exc), str(exc), raw, default_source))
         return result
     if not isinstance(obj, dict):
         result.rejections.append(
@@ -128,14 +127,25 @@ def _add_reading(
     except _Invalid as invalid:
         raw_bytes = raw if raw is not None else orjson.dumps(obj)
         source = obj.get("source") if isinstance(obj, dict) else None
-        result.rejections.append(
-            Rejection(invalid.reason, invalid.detail, raw_bytes, source if isinstance(source, str) else default_source)
-        )
+        # The dead letter's key and source field: never an id that failed validation (it may be 1 MB long).
+        if not (isinstance(source, str) and is_valid_source_id(source)):
+            source = default_source
+        result.rejections.append(Rejection(invalid.reason, invalid.detail, raw_bytes, source))
         return
     batch = result.batches.get(source)
     if batch is None:
         batch = result.batches[source] = ReadingBatch(source)
     batch.append(time, speed)
+
+
+def json_error_reason(error: orjson.JSONDecodeError) -> Reason:
+    """Why bytes are not a JSON document: bad UTF-8, a number no double can hold, or not JSON."""
+    message = str(error).lower()
+    if "utf-8" in message:
+        return Reason.BAD_ENCODING
+    if "infinity" in message:  # valid JSON such as 1e400 or a 400-digit integer
+        return Reason.NOT_FINITE
+    return Reason.NOT_JSON
 
 
 def validate_reading(obj: Any, default_source: str, now_ms: int) -> tuple[str, int, Speed]:

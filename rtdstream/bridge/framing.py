@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from rtdstream.validation import Reason
+from rtdstream.validation import Reason, json_error_reason
 
 _SSE_SKIPPED = (b"event:", b"id:", b"retry:")
 
@@ -90,8 +90,7 @@ class LineFramer:
         try:
             frames.append(Record(line, orjson.loads(line)))
         except orjson.JSONDecodeError as exc:
-            reason = Reason.BAD_ENCODING if "utf-8" in str(exc).lower() else Reason.NOT_JSON
-            frames.append(BadLine(reason, str(exc), line))
+            frames.append(BadLine(json_error_reason(exc), str(exc), line))
 
     def _too_long(self, line: bytes) -> BadLine:
         return BadLine(
