@@ -222,6 +222,16 @@ class Settings(BaseSettings):
         10.0, validation_alias="RTD_SLOW_CLIENT_TIMEOUT",
         description="A client whose queue stays full this long is disconnected.",
     )
+    client_message_rate: float = Field(
+        50.0, validation_alias="RTD_CLIENT_MESSAGE_RATE", gt=0,
+        description="Socket.IO messages (subscribe, unsubscribe ...) a client may send per second, sustained; "
+        "beyond it (and RTD_CLIENT_MESSAGE_BURST) they are dropped, and a client that keeps sending is disconnected.",
+    )
+    client_message_burst: int = Field(
+        200, validation_alias="RTD_CLIENT_MESSAGE_BURST", ge=1,
+        description="Socket.IO messages a client may send at once (a dashboard subscribing to every source), "
+        "and how many more dropped ones end its connection.",
+    )
     log_level: str = Field(
         "info", validation_alias="RTD_LOG_LEVEL",
         description="debug, info, warn or error.",

@@ -57,6 +57,18 @@ WEB_DROPPED = Counter(
 WEB_SLOW_DISCONNECTS = Counter(
     "rtd_web_slow_disconnects_total", "Clients disconnected because their queue stayed full"
 )
+WEB_REFUSED_MESSAGES = Counter(
+    "rtd_web_refused_messages_total",
+    "Socket.IO messages from clients the web view did not handle: rate_limited or invalid_packet",
+    ["reason"],
+)
+WEB_ABUSE_DISCONNECTS = Counter(
+    "rtd_web_abuse_disconnects_total",
+    "Clients disconnected for flooding (flood) or for sending what is not Socket.IO (invalid_packet)",
+    ["reason"],
+)
+WEB_SESSIONS = Gauge("rtd_web_sessions", "Engine.IO sessions (client connections) the web view holds")
+WEB_ROOMS = Gauge("rtd_web_rooms", "Socket.IO rooms with members (one per client, per subscribed source, newData)")
 WEB_LATENCY = Histogram(
     "rtd_web_latency_seconds",
     "Reading time to the moment the web view hands it to its clients (live: reading/newData, batch: readings)",

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp_cors
-import socketio
 from aiohttp import web
 
+from rtdstream import metrics
 from rtdstream.backoff import Backoff
 from rtdstream.config import Settings
 from rtdstream.serve import serve_until_stopped
@@ -28,6 +28,7 @@ from rtdstream.web.auth import require_token
 from rtdstream.web.backpressure import BackpressureManager, track_websockets
 from rtdstream.web.errors import json_errors
 from rtdstream.web.feed import TopicFeed
+from rtdstream.web.guard import GuardedServer, refuse_bad_transport_requests
 from rtdstream.web.history import StoredHistory
 from rtdstream.web.live import LiveHub
 from rtdstream.web.sockets import LiveNamespace
@@ -52,7 +53,9 @@ class WebView:
         self.manager = BackpressureManager(
             max_queue=settings.client_queue, slow_timeout=settings.slow_client_timeout
         )
-        self.sio = socketio.AsyncServer(
+        self.sio = GuardedServer(
+            message_rate=settings.client_message_rate,
+            message_burst=settings.client_message_burst,
             async_mode="aiohttp",
             client_manager=self.manager,
             cors_allowed_origins=origin_policy(settings.cors_origins),
@@ -60,6 +63,8 @@ class WebView:
             ping_timeout=PING_TIMEOUT,
             transports=["polling", "websocket"],
         )
+        metrics.WEB_SESSIONS.set_function(lambda: len(self.sio.eio.sockets))
+        metrics.WEB_ROOMS.set_function(lambda: sum(len(rooms) for rooms in self.manager.rooms.values()))
         self.sources = SourceTable(history=settings.live_history, live_interval=1.0 / settings.live_max_rate)
         self.hub = LiveHub(self.sio, self.sources, batch_interval=settings.live_batch_interval)
         self.feed = TopicFeed(settings, self.hub)
@@ -71,7 +76,7 @@ class WebView:
         )
 
     def make_app(self) -> web.Application:
-        middlewares = [json_errors, track_websockets(self.manager)]
+        middlewares = [json_errors, track_websockets(self.manager), refuse_bad_transport_requests(self.sio)]
         if self.settings.auth_token:
             middlewares.append(require_token(self.settings.auth_token))
         app = web.Application(middlewares=middlewares)
