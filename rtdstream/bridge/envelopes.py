@@ -28,6 +28,9 @@ from rtdstream.bridge.stats import BridgeStats
 
 log = logging.getLogger(__name__)
 
+#: A wait for the broker's acknowledgements this long is an outage, not load: it is logged.
+LONG_PAUSE = 5.0
+
 
 def build_envelope(source: str, raws: list[bytes]) -> bytes:
     """``{"source": s, "readings": [...]}`` from JSON texts already checked by the framer."""
@@ -76,6 +79,8 @@ class EnvelopeProducer:
         self._flusher: asyncio.Task[None] | None = None
         #: Per source, the newest reading time the broker has acknowledged (resume positions).
         self.delivered_times: dict[str, int] = {}
+        #: Loop time since which a send has waited for an in-flight slot with no acknowledgement since.
+        self._paused_since: float | None = None
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_lingering(), name="envelope-linger")
@@ -135,9 +140,17 @@ class EnvelopeProducer:
             source, build_envelope(source, batch.raws), self._topic, readings=len(batch.raws), max_time=batch.max_time
         )
 
+    def paused_for(self) -> float | None:
+        """Seconds the bridge has waited for the broker to acknowledge anything; None when it is not waiting."""
+        if self._paused_since is None:
+            return None
+        return asyncio.get_running_loop().time() - self._paused_since
+
     async def _acquire_slot(self) -> None:
         if self._slots.locked():
             self._stats.backpressure_waits += 1
+            if self._paused_since is None:
+                self._paused_since = asyncio.get_running_loop().time()
         await self._slots.acquire()
 
     def _start_delivery(
@@ -150,6 +163,9 @@ class EnvelopeProducer:
     def _on_delivered(self, task: asyncio.Task[None]) -> None:
         self._slots.release()
         self._in_flight.remove(task)
+        paused_for, self._paused_since = self.paused_for(), None
+        if paused_for is not None and paused_for >= LONG_PAUSE:
+            log.info("the broker acknowledges again: reading resumed after %.1fs (%s)", paused_for, self._stats.summary())
 
     async def _deliver(self, key: str | None, value: bytes, topic: str, readings: int, max_time: int) -> None:
         """Produce until the broker acknowledges; re-send only what was never sent."""

@@ -10,7 +10,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from rtdstream import topics
-from rtdstream.bridge.envelopes import EnvelopeProducer
+from rtdstream.bridge.envelopes import LONG_PAUSE, EnvelopeProducer
 from rtdstream.bridge.framing import BadLine, Frame
 from rtdstream.bridge.positions import recover_positions, resume_url, time_of
 from rtdstream.bridge.reader import StreamReader
@@ -103,9 +103,24 @@ class Bridge:
         await self._envelopes.add(_source_of(frame.value, default_source), frame.raw, time_of(frame.value))
 
     async def _log_stats(self) -> None:
+        """The totals every STATS_INTERVAL; a warning every LONG_PAUSE while the broker acknowledges nothing."""
+        assert self._envelopes is not None
+        loop = asyncio.get_running_loop()
+        reported = loop.time()
         while True:
-            await asyncio.sleep(STATS_INTERVAL)
-            log.info("bridge totals %s", self.stats.summary())
+            await asyncio.sleep(1.0)
+            paused_for = self._envelopes.paused_for() or 0.0
+            outage = paused_for >= LONG_PAUSE
+            if loop.time() - reported < (LONG_PAUSE if outage else STATS_INTERVAL):
+                continue
+            reported = loop.time()
+            if outage:
+                log.warning(
+                    "bridge paused for %.0fs: the broker acknowledges nothing, so the bridge reads nothing (%s)",
+                    paused_for, self.stats.summary(),
+                )
+            else:
+                log.info("bridge totals %s", self.stats.summary())
 
 
 def _source_of(value: object, default_source: str) -> str:

@@ -1,0 +1,107 @@
+"""The whole pipeline as real processes (sim -> bridge -> worker -> web, MariaDB) for fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psutil
+
+from rtdstream.broker import free_port
+from tests.support.mariadb import MariaDB
+from tests.support.processes import Proc, ProcessGroup
+from tests.support.web import FEED_READY
+from tests.test_pipeline import sim_total
+
+Reading = tuple[str, int, float]
+
+
+class Pipeline:
+    """Starts and restarts the stages of one test; the simulator's port stays the same across restarts."""
+
+    def __init__(self, processes: ProcessGroup, env: dict[str, str], *, rate: float, sources: int) -> None:
+        self.processes = processes
+        self.sim_port = free_port()
+        self.env = {**env, "RTD_SOURCES": f"http://127.0.0.1:{self.sim_port}/stream"}
+        self.sim_args = ["sim", "--port", str(self.sim_port), "--rate", str(rate), "--sources", str(sources)]
+        self.sims: list[Proc] = []
+        self.web_port = free_port()
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+
+    async def start_sim(self) -> Proc:
+        sim = self.processes.start("sim", self.sim_args, self.env)
+        self.sims.append(sim)
+        await sim.await_log("listening")
+        return sim
+
+    def start_bridge(self) -> Proc:
+        return self.processes.start("bridge", ["bridge"], self.env)
+
+    async def start_worker(self, env: dict[str, str] | None = None) -> Proc:
+        args = ["worker", "-l", "info", "--web-port", str(free_port())]
+        worker = self.processes.start("worker", args, env or self.env)
+        await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
+        return worker
+
+    async def start_web(self) -> Proc:
+        """The web view, always on the same port (so clients can reconnect), once it reads the topics."""
+        web = self.processes.start("web", ["web", "--host", "127.0.0.1", "--port", str(self.web_port)], self.env)
+        await web.await_log(FEED_READY, timeout=60)
+        return web
+
+    def emitted(self) -> int:
+        """Readings the simulators emitted (they log it per connection when stopped with SIGTERM)."""
+        return sum(sim_total(sim) for sim in self.sims)
+
+
+def stored_readings(mariadb: MariaDB, database: str) -> list[Reading]:
+    try:
+        rows = mariadb.query(database, "SELECT source, time, speed FROM readings")
+    except Exception:  # noqa: BLE001  (the table appears once a worker has migrated)
+        return []
+    return [(source, t, float(speed)) for source, t, speed in rows]
+
+
+async def wait_for_rows(mariadb: MariaDB, database: str, count: int, timeout: float = 90.0) -> list[Reading]:
+    """The stored readings once there are at least ``count`` (or when ``timeout`` is over)."""
+    deadline = time.monotonic() + timeout
+    while len(rows := stored_readings(mariadb, database)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    return rows
+
+
+class MemoryWatch:
+    """Peak RSS and open descriptors of processes, sampled in the background while a fault lasts."""
+
+    def __init__(self, procs: dict[str, Proc], interval: float = 0.5) -> None:
+        self.procs = procs
+        self.interval = interval
+        self.start = self.usage()
+        self.peak = dict(self.start)
+        self._task: asyncio.Task[None] | None = None
+
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """(RSS bytes, open descriptors) per process name."""
+        usage = {}
+        for name, proc in self.procs.items():
+            process = psutil.Process(proc.pid)
+            usage[name] = (process.memory_info().rss, process.num_fds())
+        return usage
+
+    def __enter__(self) -> MemoryWatch:
+        self._task = asyncio.get_running_loop().create_task(self._sample())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _sample(self) -> None:
+        while True:
+            for name, (rss, fds) in self.usage().items():
+                peak_rss, peak_fds = self.peak[name]
+                self.peak[name] = (max(rss, peak_rss), max(fds, peak_fds))
+            await asyncio.sleep(self.interval)
+
+    def growth_mb(self, name: str) -> float:
+        return (self.peak[name][0] - self.start[name][0]) / 1e6

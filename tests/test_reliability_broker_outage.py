@@ -1,0 +1,97 @@
+"""The broker unreachable for 30 s mid-stream: the bridge and the worker ride it out and lose nothing.
+
+Every client reaches tansu through a TCP proxy (tansu advertises the proxy's
+address, so reconnects go through it too); cutting the proxy refuses and drops
+every connection, as a broker that went away does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rtdstream.broker import EmbeddedBroker, free_port
+from tests.support.mariadb import MariaDB
+from tests.support.pipeline import MemoryWatch, Pipeline, stored_readings, wait_for_rows
+from tests.support.processes import ProcessGroup
+from tests.support.tcp_proxy import TcpProxy
+
+OUTAGE = 30.0
+RATE = 200
+PAUSED = r"bridge paused for \d+s: the broker acknowledges nothing.*readings_read=(\d+) readings_delivered=(\d+)"
+#: RSS the bridge and the worker may add while the broker is away (both hold bounded buffers).
+MEMORY_BOUND_MB = {"bridge": 30, "worker": 60}
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[tuple[EmbeddedBroker, TcpProxy]]:
+    port = free_port()
+    with TcpProxy("127.0.0.1", port) as proxy, EmbeddedBroker(port=port, advertised_port=proxy.port) as broker:
+        yield broker, proxy
+
+
+def paused_reports(log: str) -> list[tuple[int, int]]:
+    """(readings read, readings delivered) of each "bridge paused" line."""
+    return [(int(read), int(delivered)) for read, delivered in re.findall(PAUSED, log)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_bridge_and_worker_ride_out_30s_without_the_broker_and_lose_nothing(
+    proxied_broker: tuple[EmbeddedBroker, TcpProxy], rtd_env: dict[str, str], processes: ProcessGroup,
+    mysql_url: str, mariadb: MariaDB,
+) -> None:
+    _, proxy = proxied_broker
+    database = mysql_url.rsplit("/", 1)[1]
+    env = {**rtd_env, "RTD_BROKER": f"kafka://127.0.0.1:{proxy.port}", "RTD_DATABASE_URL": mysql_url}
+    pipeline = Pipeline(processes, env, rate=RATE, sources=4)
+    worker = await pipeline.start_worker()
+    sim = await pipeline.start_sim()
+    bridge = pipeline.start_bridge()
+    await wait_for_rows(mariadb, database, 1000)
+
+    with MemoryWatch({"bridge": bridge, "worker": worker}) as watch:
+        proxy.cut()
+        bridge_log_at_cut = len(bridge.log_text())
+        stored_at_cut = len(stored_readings(mariadb, database))
+        await asyncio.sleep(OUTAGE)
+        assert bridge.is_running() and worker.is_running()
+        during = paused_reports(bridge.log_text()[bridge_log_at_cut:])
+        stored_during = len(stored_readings(mariadb, database))
+        proxy.restore()
+        restored = time.monotonic()
+        while len(stored_readings(mariadb, database)) <= stored_during:
+            assert time.monotonic() - restored < 90, "nothing stored after the broker came back"
+            await asyncio.sleep(0.2)
+        recovered_in = time.monotonic() - restored
+    print(f"broker outage: stored {stored_at_cut} at the cut, {stored_during} at its end; first new row "
+          f"{recovered_in:.1f}s after the restore; RSS growth while cut: "
+          f"bridge {watch.growth_mb('bridge'):.1f} MB, worker {watch.growth_mb('worker'):.1f} MB; "
+          f"bridge reports while cut (read, delivered): {during}")
+
+    # While cut, the broker acknowledged nothing and the bridge counted nothing as delivered. Once its
+    # bounded buffers were full it stopped reading its stream (the simulator's writes block: TCP pushes back).
+    assert len(during) >= 3
+    assert len({delivered for _, delivered in during}) == 1
+    assert during[-1][0] == during[-2][0], "the bridge kept reading while nothing could be delivered"
+    assert during[-1][0] - during[-1][1] < RATE * OUTAGE
+    await bridge.await_log(r"the broker acknowledges again: reading resumed after \d+\.\ds")
+    for name, bound in MEMORY_BOUND_MB.items():
+        assert watch.growth_mb(name) < bound, f"{name} grew {watch.growth_mb(name):.1f} MB"
+
+    await asyncio.sleep(3)
+    assert processes.terminate(sim) == 0
+    emitted = pipeline.emitted()
+    readings = await wait_for_rows(mariadb, database, emitted)
+    await asyncio.sleep(3)
+    readings = stored_readings(mariadb, database)
+    assert len(readings) == len({(source, t) for source, t, _ in readings}) == emitted
+    assert worker.is_running() and "Traceback" not in bridge.log_text()
+    assert processes.terminate(bridge) == 0
+    final = re.search(r"bridge stopped: readings_read=(\d+) readings_delivered=(\d+)", bridge.log_text())
+    assert final and int(final.group(1)) == int(final.group(2)) == emitted
+    assert processes.terminate(worker, timeout=60) == 0
