@@ -92,6 +92,35 @@ def test_a_short_run_reports_every_figure_with_zero_loss(mariadb: MariaDB, tmp_p
     assert bench_databases(mariadb) - before == set()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_short_soak_loses_nothing_and_reports_memory_and_descriptors(tmp_path: Path) -> None:
+    """The CI-sized ``--soak``: zero loss is checked; memory and descriptor flatness are reported, not judged.
+
+    A soak is judged over ten minutes (README, Performance); in 40 s the
+    warm-up of caches and pools is still part of the growth.
+    """
+    result = run_bench(
+        ["--soak", "--rate", "1000", "--duration", "40", "--warmup", "10", "--clients", "2",
+         "--limit-rows", "4000", "--output", str(tmp_path / "results")],
+        cwd=tmp_path, timeout=220,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "results").iterdir()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["kind"] == "soak"
+    integrity = report["integrity"]
+    assert integrity["emitted"] > 30_000
+    assert integrity["stored_rows"] == integrity["emitted"] and integrity["lost"] == 0
+    assert all(client["missing"] == client["duplicates"] == 0 for client in integrity["clients"])
+    growth = report["memory_growth_percent"]
+    processes = report["measured"]["processes"]
+    assert {"worker", "web", "bridge"} <= set(growth)
+    print("soak (40 s at 1,000/s):", {
+        name: f"RSS {growth.get(name)}%, fds {usage['fds_start']}->{usage['fds_end']}" for name, usage in processes.items()
+    }, "client p99", report["measured"]["latency_ms"]["client"]["p99_ms"], "ms")
+
+
 def test_a_bad_option_is_one_line_naming_it(tmp_path: Path) -> None:
     result = run_bench(["--rate", "0"], cwd=tmp_path, timeout=60)
     assert result.returncode == 2
