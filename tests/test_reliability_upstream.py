@@ -6,8 +6,9 @@ import asyncio
 import time
 
 from rtdstream import topics
-from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.broker import EmbeddedBroker
 from tests.support.kafka import read_topic
+from tests.support.pipeline import Pipeline
 from tests.support.processes import ProcessGroup
 from tests.test_bridge import readings_in
 from tests.test_pipeline import sim_total
@@ -16,12 +17,10 @@ from tests.test_pipeline import sim_total
 async def test_the_bridge_reconnects_to_a_simulator_killed_and_restarted(
     broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
 ) -> None:
-    sim_port = free_port()
-    env = {**rtd_env, "RTD_SOURCES": f"http://127.0.0.1:{sim_port}/stream"}
-    sim_args = ["sim", "--port", str(sim_port), "--rate", "200", "--sources", "2"]
-    first = processes.start("sim", sim_args, env)
-    await first.await_log("listening")
-    bridge = processes.start("bridge", ["bridge"], env)
+    pipeline = Pipeline(processes, rtd_env, rate=200, sources=2)
+    sim_port = pipeline.sim_port
+    first = await pipeline.start_sim()
+    bridge = pipeline.start_bridge()
     await bridge.await_log("connected to", timeout=30)
     await asyncio.sleep(2)
     processes.kill(first)  # no clean end: the connection just breaks
@@ -30,7 +29,7 @@ async def test_the_bridge_reconnects_to_a_simulator_killed_and_restarted(
     await bridge.await_log(r"reconnecting to .* in", count=2, timeout=30)
     restarted_at = int(time.time() * 1000)
 
-    second = processes.start("sim", sim_args, env)
+    second = await pipeline.start_sim()
     await bridge.await_log("connected to", count=2, timeout=60)
     await asyncio.sleep(3)
     assert processes.terminate(second) == 0
