@@ -84,6 +84,7 @@ class Outputs:
         self.accepted += result.accepted
 
     def count(self) -> None:
+        """Counted only once delivered, so a batch sent again after a stop is not counted twice."""
         metrics.READINGS_ACCEPTED.inc(self.accepted)
         for reason, rejected in self.rejected.items():
             metrics.READINGS_REJECTED.labels(STAGE, reason).inc(rejected)
