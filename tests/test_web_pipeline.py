@@ -131,6 +131,9 @@ async def test_windows_of_the_window_agent_reach_subscribers(pipeline: Pipeline)
 
 async def test_history_api_pages_through_rows_written_by_the_sink(pipeline: Pipeline) -> None:
     source = "sensor-2"
+    # a range of 4 s that ends 2 s ago and that the stream covers whole (it may have started just now)
+    first = await _first_reading_time(pipeline, source)
+    await asyncio.sleep(max(0.0, (first + 6_000 - now_ms()) / 1000))
     end = now_ms() - 2_000
     start = end - 4_000
     # wait until the sink is past `end` for this source: the range is then complete in MySQL
@@ -172,6 +175,12 @@ async def test_history_api_pages_through_rows_written_by_the_sink(pipeline: Pipe
             windows = (await response.json())["windows"]
         assert [(w["start"], w["count"]) for w in windows][: len(stored)] == stored[: len(windows)]
         assert set(windows[0]) == WINDOW_KEYS
+
+
+async def _first_reading_time(pipeline: Pipeline, source: str) -> int:
+    await _wait_for_row(pipeline, "SELECT 1 FROM readings WHERE source=%s LIMIT 1", source)
+    ((first,),) = pipeline.rows("SELECT MIN(time) FROM readings WHERE source=%s", source)
+    return int(first)
 
 
 async def _wait_for_row(pipeline: Pipeline, sql: str, *args: object) -> None:
