@@ -112,7 +112,7 @@ async def web(self: AppCommand, port: int | None, host: str) -> None:
     option("--database-url", default=None, help="Empty MySQL database to use [default: a fresh rtd_bench_<time> on the local MariaDB]"),
     option("--keep", is_flag=True, default=False, help="Keep the fresh database afterwards"),
     option("--output", type=click.Path(file_okay=False), default="bench-results", show_default=True, help="Where each run's directory goes"),
-    option("--no-limits", "limits", is_flag=True, default=True, flag_value=False, help="Skip the raw aiokafka/executemany limits"),
+    option("--limits/--no-limits", default=True, help="Also measure the raw aiokafka/executemany limits"),
     option("--limit-rows", type=int, default=None, help="Readings used for the raw limits [default: what the run emitted, at most 500000]"),
     option("--drain-timeout", type=float, default=180.0, show_default=True, help="Longest wait for the pipeline to drain after the load"),
     option("--soak", is_flag=True, default=False, help="Ten minutes at 20000/s: is memory (RSS, descriptors) flat, is latency stable?"),
