@@ -145,9 +145,9 @@ class Settings(BaseSettings):
     )
     fetch_max_wait: Duration = Field(
         0.02, validation_alias="RTD_FETCH_MAX_WAIT", gt=0,
-        description="Longest a worker's fetch waits at the broker for data. Apache Kafka answers as soon as "
-        "data is there; a broker that holds every fetch for the full wait (the embedded one does) adds it "
-        "to each stage's latency.",
+        description="Longest a fetch of the worker or the web view waits at the broker for data. Apache Kafka "
+        "answers as soon as data is there; a broker that holds every fetch for the full wait (the embedded one "
+        "does) adds it to each stage's latency.",
     )
     producer_linger: Duration = Field(
         0.005, validation_alias="RTD_PRODUCER_LINGER",

@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 FEED_TOPICS = (topics.VALIDATED, topics.WINDOWS, topics.PARTIALS, topics.DLQ)
 _REASONS = frozenset(Reason)
-FETCH_MAX_WAIT_MS = 20
 
 
 class UndecodableRecord(ValueError):
@@ -71,7 +70,7 @@ class TopicFeed:
             auto_offset_reset="latest",
             # A broker may hold a fetch until this wait is over even when data is
             # there (the embedded one does): it bounds the live view's latency.
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=round(self.settings.fetch_max_wait * 1000),
         )
         await consumer.start()
         try:
