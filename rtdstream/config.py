@@ -208,7 +208,7 @@ class Settings(BaseSettings):
         "faster sources are coalesced to their latest value (the `readings` batch event carries all).",
     )
     live_batch_interval: Duration = Field(
-        0.05, validation_alias="RTD_LIVE_BATCH_INTERVAL",
+        0.02, validation_alias="RTD_LIVE_BATCH_INTERVAL",
         description="How often the web view sends each subscriber the `readings` batch of every source.",
     )
     live_history: int = Field(
