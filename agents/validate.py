@@ -15,7 +15,6 @@ enough.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from faust import StreamT
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, readings_topic, settings, validated_topic
-from rtdstream.delivery import Record, send_until_acknowledged, withhold
+from rtdstream.delivery import Record, send_until_acknowledged
 from rtdstream.models import dead_letter, encode_batch
 from rtdstream.topics import READINGS
 from rtdstream.validation import Validated, validate_message
@@ -47,11 +46,7 @@ async def validate(stream: StreamT) -> None:
                 message.value, message.key, now_ms=now_ms, max_bytes=settings.max_message_bytes
             )
             outputs.add(result, message.partition, message.offset)
-        try:
-            await send_until_acknowledged(outputs.records, what="validated readings and rejections")
-        except asyncio.CancelledError:
-            withhold(events)  # stopping before the broker had it all: the next start validates them again
-            raise
+        await send_until_acknowledged(outputs.records, what="validated readings and rejections", input_events=events)
         outputs.count()
 
 

@@ -33,7 +33,7 @@ from rtdstream.tables.windowing import Changes, LateReading, Windowing
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
-from rtdstream.delivery import Record, send_all, until_acknowledged, withhold
+from rtdstream.delivery import Record, send_all, until_acknowledged
 from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
 from rtdstream.topics import VALIDATED
 from rtdstream.validation import Reason
@@ -76,11 +76,7 @@ async def process(events: Sequence[EventT]) -> None:
             outbox.changelog.append((partition, window_state.save(partition, state)))
     if replayed:
         log.debug("skipped %d of %d messages already applied (input replayed after a restart)", replayed, len(events))
-    try:
-        await outbox.deliver_until_acknowledged()
-    except asyncio.CancelledError:
-        withhold(events)  # stopping mid-delivery: the restart replays the input
-        raise
+    await outbox.deliver_until_acknowledged(events)
     outbox.count(replayed)
     partial_feed.flush()
 
@@ -126,14 +122,14 @@ class Outbox:
     def reject(self, source: str | None, record: bytes) -> None:
         self.records.append((dlq_topic, source.encode() if source else None, record))
 
-    async def deliver_until_acknowledged(self) -> None:
+    async def deliver_until_acknowledged(self, input_events: Sequence[EventT]) -> None:
         """Deliver everything, retrying the whole set on a failure.
 
         Every record is safe to send twice (a changelog value replaces itself,
         a closed window is identical), so a partial failure is repaired by
         sending all of it again rather than by tracking which part failed.
         """
-        await until_acknowledged(self._deliver, what="window results")
+        await until_acknowledged(self._deliver, what="window results", input_events=input_events)
 
     async def _deliver(self) -> None:
         """Results first, state second: a state that says "applied" must never outlive its results.

@@ -37,27 +37,35 @@ async def send_all(records: Sequence[Record]) -> None:
     await asyncio.gather(*sent)
 
 
-async def until_acknowledged(deliver: Callable[[], Awaitable[None]], *, what: str) -> None:
+async def until_acknowledged(
+    deliver: Callable[[], Awaitable[None]], *, what: str, input_events: Sequence[EventT]
+) -> None:
     """Run ``deliver`` until it succeeds, with capped backoff; a producer error is logged, never raised.
 
     Each retry delivers the whole set again rather than only what failed: it
     keeps this simple and costs nothing in correctness, as every consumer of
-    rtdstream's topics recognises a record it has already seen.
+    rtdstream's topics recognises a record it has already seen. Cancelled (the
+    worker is stopping) before it succeeded, the ``input_events`` that produced
+    the output are withheld, so the next start processes them again.
     """
     backoff = Backoff(initial=0.5, cap=10.0)
-    while True:
-        try:
-            await deliver()
-            return
-        except Exception as exc:  # noqa: BLE001  (any producer error: retry, never acknowledge lost output)
-            delay = backoff.next()
-            log.error("%s not acknowledged by the broker (%r); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
+    try:
+        while True:
+            try:
+                await deliver()
+                return
+            except Exception as exc:  # noqa: BLE001  (any producer error: retry, never acknowledge lost output)
+                delay = backoff.next()
+                log.error("%s not acknowledged by the broker (%r); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+    except asyncio.CancelledError:
+        withhold(input_events)
+        raise
 
 
-async def send_until_acknowledged(records: Sequence[Record], *, what: str) -> None:
+async def send_until_acknowledged(records: Sequence[Record], *, what: str, input_events: Sequence[EventT]) -> None:
     """:func:`send_all`, again and again until the broker has acknowledged every record."""
-    await until_acknowledged(lambda: send_all(records), what=what)
+    await until_acknowledged(lambda: send_all(records), what=what, input_events=input_events)
 
 
 def withhold(events: Iterable[EventT]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
@@ -38,7 +39,7 @@ class Topic:
 async def test_returns_only_after_every_record_is_acknowledged() -> None:
     topic = Topic()
     sending = asyncio.create_task(
-        send_until_acknowledged([(topic, b"a", b"1"), (topic, b"b", b"2")], what="test")
+        send_until_acknowledged([(topic, b"a", b"1"), (topic, b"b", b"2")], what="test", input_events=[])
     )
     await topic.settle(2)
     await asyncio.wait_for(sending, timeout=5)
@@ -48,7 +49,7 @@ async def test_returns_only_after_every_record_is_acknowledged() -> None:
 async def test_a_failed_delivery_sends_the_whole_set_again(caplog: pytest.LogCaptureFixture) -> None:
     topic = Topic()
     records = [(topic, b"a", b"1"), (topic, b"b", b"2")]
-    sending = asyncio.create_task(send_until_acknowledged(records, what="validated readings"))
+    sending = asyncio.create_task(send_until_acknowledged(records, what="validated readings", input_events=[]))
     await topic.settle(2, error=ConnectionError("broker went away"))
     while len(topic.sent) < 4:  # sent again, after a backoff
         await asyncio.sleep(0.01)
@@ -63,14 +64,26 @@ async def test_a_failed_delivery_sends_the_whole_set_again(caplog: pytest.LogCap
     )
 
 
-async def test_a_stop_while_waiting_is_not_swallowed() -> None:
+class Message:
+    """Stands in for a Faust message: counts the references that keep it from being acknowledged."""
+
+    def __init__(self) -> None:
+        self.refcount = 0
+
+    def incref(self) -> None:
+        self.refcount += 1
+
+
+async def test_a_stop_while_waiting_is_not_swallowed_and_withholds_the_input() -> None:
     topic = Topic()
-    sending = asyncio.create_task(send_until_acknowledged([(topic, None, b"1")], what="test"))
+    event = SimpleNamespace(message=Message())
+    sending = asyncio.create_task(send_until_acknowledged([(topic, None, b"1")], what="test", input_events=[event]))
     while not topic.sent:
         await asyncio.sleep(0.01)
     sending.cancel()  # the worker stopping while the broker has not acknowledged
     with pytest.raises(asyncio.CancelledError):
         await sending
+    assert event.message.refcount == 1  # never acknowledged here: the next start reads it again
 
 
 pytestmark = pytest.mark.timeout(30)
