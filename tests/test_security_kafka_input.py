@@ -25,6 +25,7 @@ from rtdstream.models import ReadingBatch, decode_validated
 from rtdstream.validation import EARLIEST_TIME_MS, Reason
 from tests.support.kafka import json_values, read_topic
 from tests.support.mariadb import MariaDB
+from tests.support.pipeline import wait_for_rows
 from tests.support.processes import ProcessGroup
 from tests.test_sink_pipeline import start_worker
 
@@ -152,22 +153,10 @@ async def test_hostile_messages_end_in_the_dlq_with_a_reason_and_good_ones_in_my
     assert set(result.accepted) | set(result.rejected) <= set(traced)
 
     database = mysql_url.rsplit("/", 1)[1]
-    stored = await wait_for_rows(mariadb, database, good)
+    stored = await wait_for_rows(mariadb, database, good, timeout=60)
     assert sorted(stored) == sorted((s, t, float(v)) for c in cases for s, t, v in c.accepted)
     assert worker.is_running()
     assert_no_agent_crash(worker.log_text())
-
-
-async def wait_for_rows(mariadb: MariaDB, database: str, count: int, timeout: float = 60.0) -> list[Reading]:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            rows = mariadb.query(database, "SELECT source, time, speed FROM readings")
-        except Exception:  # noqa: BLE001  (the table appears once the worker has migrated)
-            rows = []
-        if len(rows) >= count or time.monotonic() > deadline:
-            return [(source, t, float(speed)) for source, t, speed in rows]
-        await asyncio.sleep(0.3)
 
 
 # ---- generated traffic: hypothesis drafts messages whose outcome is known by construction ----
@@ -323,7 +312,7 @@ async def test_thousands_of_generated_messages_each_end_where_they_belong(
         kinds.update(reasons)
     assert good > 1000 and sum(kinds.values()) > 1000, kinds  # both kinds in quantity
 
-    stored = await wait_for_rows(mariadb, mysql_url.rsplit("/", 1)[1], good)
+    stored = await wait_for_rows(mariadb, mysql_url.rsplit("/", 1)[1], good, timeout=60)
     assert sorted(stored) == sorted((s, t, float(v)) for c in cases for s, t, v in c.accepted)
     assert worker.is_running()
     assert_no_agent_crash(worker.log_text())
