@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections import defaultdict
 
 import orjson
 import pytest
-from rtdstream.tables.specs import window_specs
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
 from rtdstream.config import load_settings
 from rtdstream.status import CONSUMED, ClusterStatus, collect_status
+from rtdstream.tables.specs import window_specs
 from tests.support.kafka import read_topic
 from tests.support.mariadb import MariaDB
+from tests.support.pipeline import settled_rows, wait_for_rows
 from tests.support.processes import Proc, ProcessGroup
 from tests.test_pipeline import sim_total
 from tests.test_sink_pipeline import until
@@ -43,13 +43,6 @@ def owners(status: ClusterStatus) -> dict[tuple[str, int], list[str]]:
         for p in status.offsets.partitions
         if p.topic in CONSUMED
     }
-
-
-def stored(mariadb: MariaDB, database: str) -> list[tuple[str, int, int]]:
-    return [
-        (source, time, int(speed))
-        for source, time, speed in mariadb.query(database, "SELECT source, time, speed FROM readings")
-    ]
 
 
 def status_command(env: dict[str, str], *urls: str) -> dict:
@@ -97,7 +90,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
 
     sim = processes.start("sim", ["sim", "--port", str(sim_port), "--rate", "200", "--sources", "4"], env)
     bridge = processes.start("bridge", ["bridge"], env)
-    await until(lambda: _at_least(mariadb, database, 1000), timeout=90, what="the first readings in MySQL")
+    await wait_for_rows(mariadb, database, 1000)
     processes.kill(doomed)
 
     async def taken_over() -> bool:
@@ -114,9 +107,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
     emitted = sim_total(sim)
 
     # Every reading the simulator sent is in MySQL exactly once.
-    await until(lambda: _at_least(mariadb, database, emitted), timeout=120, what=f"{emitted} readings")
-    await asyncio.sleep(3)  # time for a duplicate to show up
-    readings = stored(mariadb, database)
+    readings = await settled_rows(mariadb, database, emitted, timeout=120)
     assert len(readings) == len({(source, time) for source, time, _ in readings}) == emitted
 
     # The final windows on rtd.windows are those of an offline group-by of the stored readings.
@@ -165,10 +156,3 @@ def _window_key(window: dict) -> tuple[str, str, int]:
 
 def _aggregate(window: dict) -> list:
     return [window[name] for name in ("count", "min", "max", "sum", "first_time", "last_time", "last_speed")]
-
-
-async def _at_least(mariadb: MariaDB, database: str, count: int) -> bool:
-    try:
-        return mariadb.query(database, "SELECT COUNT(*) FROM readings")[0][0] >= count
-    except Exception:  # noqa: BLE001  (the table appears once a worker has migrated)
-        return False

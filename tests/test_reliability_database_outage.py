@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import mariadb as mariadb_server
 from tests.support.mariadb import MariaDB
-from tests.support.pipeline import MemoryWatch, Pipeline, stored_readings, wait_for_rows
+from tests.support.pipeline import MemoryWatch, Pipeline, settled_rows, wait_for_rows
 from tests.support.processes import ProcessGroup
 
 OUTAGE = 30.0
@@ -52,9 +52,7 @@ async def test_mariadb_stopped_for_30s_mid_stream_loses_and_duplicates_nothing(
     await asyncio.sleep(3)
     assert processes.terminate(sim) == 0
     emitted = pipeline.emitted()
-    await wait_for_rows(mariadb, database, emitted)
-    await asyncio.sleep(3)  # time for a duplicate to show up
-    readings = stored_readings(mariadb, database)
+    readings = await settled_rows(mariadb, database, emitted)
     assert len(readings) == len({(source, t) for source, t, _ in readings}) == emitted
     assert worker.is_running() and "Traceback" not in worker.log_text()
     assert processes.terminate(bridge) == 0

@@ -14,6 +14,8 @@ from tests.support.web import FEED_READY
 from tests.test_pipeline import sim_total
 
 Reading = tuple[str, int, float]
+#: Seconds to keep looking after the expected rows are in, for a duplicate a replay might still write.
+DUPLICATE_GRACE = 3.0
 
 
 class Pipeline:
@@ -68,6 +70,14 @@ async def wait_for_rows(mariadb: MariaDB, database: str, count: int, timeout: fl
     while len(rows := stored_readings(mariadb, database)) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     return rows
+
+
+async def settled_rows(mariadb: MariaDB, database: str, count: int, timeout: float = 90.0) -> list[Reading]:
+    """The stored readings once there are ``count``, read again after the time a replayed batch
+    would take to show up as a duplicate: an exactly-once check must not stop at the first match."""
+    await wait_for_rows(mariadb, database, count, timeout)
+    await asyncio.sleep(DUPLICATE_GRACE)
+    return stored_readings(mariadb, database)
 
 
 class MemoryWatch:
