@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from faust.web import Request, Response, View
-from rtdstream.agents.windows import open_windows_report
 
 from rtdstream import metrics
+from rtdstream.agents.windows import open_windows_report
 from rtdstream.app import app
 
 

@@ -26,15 +26,15 @@ from typing import Any
 
 import orjson
 from faust import EventT, StreamT
-from rtdstream.tables.specs import window_specs
-from rtdstream.tables.state import PartitionState
-from rtdstream.tables.table import WindowStateTable
-from rtdstream.tables.windowing import Changes, LateReading, Windowing
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
 from rtdstream.delivery import Record, send_all, until_acknowledged
 from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
+from rtdstream.tables.specs import window_specs
+from rtdstream.tables.state import PartitionState
+from rtdstream.tables.table import WindowStateTable
+from rtdstream.tables.windowing import Changes, LateReading, Windowing
 from rtdstream.topics import VALIDATED
 from rtdstream.validation import Reason
 

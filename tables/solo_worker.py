@@ -8,7 +8,6 @@ consumes the same topic and the two would share the CPU. Agents removed from
 from __future__ import annotations
 
 from rtdstream.agents.windows import aggregate_windows
-
 from rtdstream.app import app
 from rtdstream.cli import main
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+
 from rtdstream.tables.aggregate import Aggregate
 from rtdstream.tables.specs import WindowSpec
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 import faust
 from faust.types import FutureMessage
+
 from rtdstream.tables.state import PartitionState
 
 TABLE_NAME = "window-state"

@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rtdstream.models import IdleTick, ReadingBatch, Speed
 from rtdstream.tables.aggregate import by_pane
 from rtdstream.tables.specs import WindowSpec, pane_width
 from rtdstream.tables.state import ClosedWindow, PartitionState
-
-from rtdstream.models import IdleTick, ReadingBatch, Speed
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from aiohttp import web
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.support.kafka import json_values, read_topic
-from tests.support.processes import ProcessGroup, Proc
+from tests.support.processes import Proc, ProcessGroup
 
 STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
 

@@ -14,7 +14,7 @@ from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
 from rtdstream.models import ReadingBatch, decode_validated
 from tests.support.kafka import json_values, read_topic
-from tests.support.processes import ProcessGroup, Proc
+from tests.support.processes import Proc, ProcessGroup
 
 STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
 

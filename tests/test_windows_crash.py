@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import orjson
 import pytest
-from rtdstream.tables.specs import window_specs
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import load_settings
+from rtdstream.tables.specs import window_specs
 from tests.support.kafka import read_topic
 from tests.support.processes import ProcessGroup
 from tests.test_windows_logic import offline

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from rtdstream.config import load_settings
+from rtdstream.models import IdleTick, ReadingBatch
 from rtdstream.tables.aggregate import Aggregate, by_pane
 from rtdstream.tables.specs import WindowSpec, pane_width, window_specs
 from rtdstream.tables.state import ClosedWindow, PartitionState
 from rtdstream.tables.windowing import Changes, Windowing
-
-from rtdstream.config import load_settings
-from rtdstream.models import IdleTick, ReadingBatch
 
 T0 = 1_800_000_000_000  # a multiple of 60 s: window starts below read as offsets from it
 SPECS = [WindowSpec.tumbling(1), WindowSpec.tumbling(10), WindowSpec.hopping(4, 2)]
