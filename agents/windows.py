@@ -17,7 +17,6 @@ period.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -29,7 +28,7 @@ from faust import EventT, StreamT
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
-from rtdstream.delivery import Record, send_all, until_acknowledged
+from rtdstream.delivery import Record, acknowledged, send_all, until_acknowledged
 from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
 from rtdstream.tables.specs import window_specs
 from rtdstream.tables.state import PartitionState
@@ -140,7 +139,7 @@ class Outbox:
         onto the old state, which emits the same windows again.
         """
         await send_all(self.records)
-        await asyncio.gather(*(window_state.send_changelog(p, value) for p, value in self.changelog))
+        await acknowledged([window_state.send_changelog(p, value) for p, value in self.changelog])
 
     def count(self, replayed: int) -> None:
         metrics.WINDOW_REPLAYS_SKIPPED.inc(replayed)
@@ -222,8 +221,8 @@ async def close_idle_partitions() -> None:
             continue
         tick = IdleTick(partition, state.max_time)
         try:
-            fut = await validated_topic.send(value=encode_tick(tick), partition=partition, force=True)
-            await fut
+            sent = await validated_topic.send(value=encode_tick(tick), partition=partition, force=True)
+            await acknowledged([sent])
         except Exception as exc:  # noqa: BLE001  (best effort: the next timer run tries again)
             log.warning("could not send idle tick to %s[%d]: %r", VALIDATED, partition, exc)
             continue

@@ -34,7 +34,25 @@ async def send_all(records: Sequence[Record]) -> None:
     for an acknowledgement that this very wait holds up.
     """
     sent = [await topic.send(key=key, value=value, force=True) for topic, key, value in records]
-    await asyncio.gather(*sent)
+    await acknowledged(sent)
+
+
+async def acknowledged(deliveries: Sequence[asyncio.Future]) -> None:
+    """Wait until every delivery is settled; raise the first failure.
+
+    A stop while waiting leaves the delivery futures alone. ``gather`` or a
+    plain ``await`` would cancel them with the waiting task, and Faust's
+    producer, settling them later from its own callback, then logs an
+    ``InvalidStateError`` traceback at every shutdown that caught a send in
+    flight. Every failure is retrieved, not only the first, or asyncio logs
+    the others as "never retrieved" when they are collected.
+    """
+    if not deliveries:
+        return
+    await asyncio.wait(deliveries)
+    failures = [failure for delivery in deliveries if (failure := delivery.exception()) is not None]
+    if failures:
+        raise failures[0]
 
 
 async def until_acknowledged(
