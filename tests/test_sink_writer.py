@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import orjson
 import pytest
@@ -247,6 +248,31 @@ async def test_outage_keeps_the_batch_and_resumes(
     assert mariadb.query(database, "SELECT COUNT(*) FROM Data") == [(300,)]
     assert "retrying in" in caplog.text and "(attempt 3)" in caplog.text
     assert "database back" in caplog.text
+
+
+async def test_a_connection_lost_on_its_way_back_to_the_pool_is_one_warning_line(
+    mysql_url: str, mariadb: MariaDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outage starts between a commit and the connection's return: no traceback in the log."""
+    with TcpProxy(mariadb.host, mariadb.port) as proxy:
+        engine = create_engine(mysql_url.replace(f":{mariadb.port}/", f":{proxy.port}/"), writer=True)
+        with caplog.at_level(logging.WARNING):
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+                await conn.commit()
+                proxy.cut()
+                await asyncio.sleep(0.2)  # the server is gone before the pool resets the connection
+        await engine.dispose()
+
+    [record] = caplog.records
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    # How the loss reads depends on how the socket closed (EOF, or a reset with its errno).
+    assert re.fullmatch(
+        r"a database connection was lost as it went back to the pool "
+        r"\(Lost connection to MySQL server during query.* \(MySQL error 2013\)\); discarded",
+        record.getMessage(),
+    ), record.getMessage()
+    assert "Traceback" not in caplog.text
 
 
 #: A write that never finishes is a failure here, not something to wait out.

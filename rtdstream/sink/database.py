@@ -15,6 +15,7 @@ Both back ends need a little setup the URL cannot carry:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,12 +41,36 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
         engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         _own_sqlite_transactions(engine, begin="BEGIN IMMEDIATE" if writer else "BEGIN")
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         parsed,
         connect_args={"init_command": MYSQL_SESSION, "connect_timeout": 5},
         pool_pre_ping=True,
         pool_recycle=3600,
     )
+    engine.sync_engine.pool.logger.addFilter(_ONE_LINE_RESET_FAILURES)
+    return engine
+
+
+class _OneLineResetFailures(logging.Filter):
+    """A connection lost as it goes back to the pool: one warning line, not an error with a traceback.
+
+    The pool rolls back every connection handed back to it; when the server
+    went away in between (any outage can catch one there), SQLAlchemy logs
+    the failed rollback as an ERROR with a traceback, then discards the
+    connection and carries on. Nothing is lost and the sink reports the
+    outage itself, so an operator gets one line saying what happened.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.msg == "Exception during reset or similar":
+            record.msg = "a database connection was lost as it went back to the pool (%s); discarded"
+            record.args = (reason(record.exc_info[1]),)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_ONE_LINE_RESET_FAILURES = _OneLineResetFailures()
 
 
 def _own_sqlite_transactions(engine: AsyncEngine, *, begin: str) -> None:
