@@ -16,7 +16,7 @@ from rtdstream.status import CONSUMED, ClusterStatus, collect_status
 from rtdstream.tables.specs import window_specs
 from tests.support.kafka import read_topic
 from tests.support.mariadb import MariaDB
-from tests.support.pipeline import settled_rows, wait_for_rows
+from tests.support.pipeline import stored_exactly_once, wait_for_rows
 from tests.support.processes import Proc, ProcessGroup
 from tests.test_pipeline import sim_total
 from tests.test_sink_pipeline import until
@@ -107,8 +107,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
     emitted = sim_total(sim)
 
     # Every reading the simulator sent is in MySQL exactly once.
-    readings = await settled_rows(mariadb, database, emitted, timeout=120)
-    assert len(readings) == len({(source, time) for source, time, _ in readings}) == emitted
+    readings = await stored_exactly_once(mariadb, database, emitted, timeout=120)
 
     # The final windows on rtd.windows are those of an offline group-by of the stored readings.
     expected, late = offline([sorted(readings, key=lambda r: r[1])], GRACE_MS, window_specs(settings))

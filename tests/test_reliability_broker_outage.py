@@ -16,7 +16,7 @@ import pytest
 
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.support.mariadb import MariaDB
-from tests.support.pipeline import MemoryWatch, Pipeline, settled_rows, stored_readings, wait_for_rows
+from tests.support.pipeline import MemoryWatch, Pipeline, stored_exactly_once, stored_readings, wait_for_rows
 from tests.support.processes import ProcessGroup
 from tests.support.tcp_proxy import TcpProxy
 
@@ -86,8 +86,7 @@ async def test_bridge_and_worker_ride_out_30s_without_the_broker_and_lose_nothin
     await asyncio.sleep(3)
     assert processes.terminate(sim) == 0
     emitted = pipeline.emitted()
-    readings = await settled_rows(mariadb, database, emitted)
-    assert len(readings) == len({(source, t) for source, t, _ in readings}) == emitted
+    await stored_exactly_once(mariadb, database, emitted)
     assert worker.is_running() and "Traceback" not in bridge.log_text()
     assert processes.terminate(bridge) == 0
     final = re.search(r"bridge stopped: readings_read=(\d+) readings_delivered=(\d+)", bridge.log_text())

@@ -19,7 +19,7 @@ from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import load_settings
 from rtdstream.tables.specs import window_specs
 from tests.support.mariadb import MariaDB
-from tests.support.pipeline import Pipeline, settled_rows
+from tests.support.pipeline import Pipeline, stored_exactly_once
 from tests.support.processes import ProcessGroup
 from tests.test_windows_crash import assert_windows_exact
 from tests.test_windows_logic import offline
@@ -89,9 +89,7 @@ async def test_kill_9_of_worker_bridge_and_web_loses_and_duplicates_nothing(
     emitted = pipeline.emitted()
     assert emitted > 5000
 
-    readings = await settled_rows(mariadb, database, emitted)
-    assert len(readings) == emitted, f"{emitted} emitted, {len(readings)} stored"
-    assert len({(source, t) for source, t, _ in readings}) == emitted
+    readings = await stored_exactly_once(mariadb, database, emitted)
     assert client.connects == 1 + VICTIMS.count("web")
 
     settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import mariadb as mariadb_server
 from tests.support.mariadb import MariaDB
-from tests.support.pipeline import MemoryWatch, Pipeline, settled_rows, wait_for_rows
+from tests.support.pipeline import MemoryWatch, Pipeline, stored_exactly_once, wait_for_rows
 from tests.support.processes import ProcessGroup
 
 OUTAGE = 30.0
@@ -52,8 +52,7 @@ async def test_mariadb_stopped_for_30s_mid_stream_loses_and_duplicates_nothing(
     await asyncio.sleep(3)
     assert processes.terminate(sim) == 0
     emitted = pipeline.emitted()
-    readings = await settled_rows(mariadb, database, emitted)
-    assert len(readings) == len({(source, t) for source, t, _ in readings}) == emitted
+    await stored_exactly_once(mariadb, database, emitted)
     assert worker.is_running() and "Traceback" not in worker.log_text()
     assert processes.terminate(bridge) == 0
     assert processes.terminate(worker, timeout=60) == 0

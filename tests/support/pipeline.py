@@ -72,12 +72,21 @@ async def wait_for_rows(mariadb: MariaDB, database: str, count: int, timeout: fl
     return rows
 
 
-async def settled_rows(mariadb: MariaDB, database: str, count: int, timeout: float = 90.0) -> list[Reading]:
-    """The stored readings once there are ``count``, read again after the time a replayed batch
-    would take to show up as a duplicate: an exactly-once check must not stop at the first match."""
-    await wait_for_rows(mariadb, database, count, timeout)
+async def stored_exactly_once(
+    mariadb: MariaDB, database: str, emitted: int, timeout: float = 90.0
+) -> list[Reading]:
+    """The stored readings, asserted to be the ``emitted`` ones: none missing, none stored twice.
+
+    Read once there are ``emitted`` rows and again after the time a replayed
+    batch would take to show up as a duplicate: the check must not stop at
+    the first match.
+    """
+    await wait_for_rows(mariadb, database, emitted, timeout)
     await asyncio.sleep(DUPLICATE_GRACE)
-    return stored_readings(mariadb, database)
+    readings = stored_readings(mariadb, database)
+    assert len(readings) == emitted, f"{emitted} emitted, {len(readings)} stored"
+    assert len({(source, t) for source, t, _ in readings}) == emitted, "a reading was stored twice"
+    return readings
 
 
 class MemoryWatch:
