@@ -51,6 +51,12 @@ class Pipeline:
         await web.await_log(FEED_READY, timeout=60)
         return web
 
+    async def end_stream(self, after: float = 3.0) -> int:
+        """Stream ``after`` seconds more (past the fault), stop the simulator; the readings emitted in all."""
+        await asyncio.sleep(after)
+        assert self.processes.terminate(self.sims[-1]) == 0
+        return self.emitted()
+
     def emitted(self) -> int:
         """Readings the simulators emitted (they log it per connection when stopped with SIGTERM)."""
         return sum(sim_total(sim) for sim in self.sims)
