@@ -6,8 +6,11 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pymysql
+
+ENSURE_MARIADB = Path(__file__).resolve().parents[2] / "scripts" / "ensure-mariadb"
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class MariaDB:
             return False
 
     def ensure_running(self, timeout: float = 60.0) -> None:
-        """Start the server the way DESIGN.md section 5 says if it does not answer."""
+        """Start the server with ``scripts/ensure-mariadb`` if it does not answer."""
         if self.is_up():
             return
         start()
@@ -69,10 +72,8 @@ class MariaDB:
 
 
 def start() -> None:
-    subprocess.run(
-        ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"],
-        check=True,
-    )
+    """Start the server the way ``make test`` does (installing it first on a fresh machine)."""
+    subprocess.run([str(ENSURE_MARIADB)], check=True)
 
 
 def stop() -> None:
