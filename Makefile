@@ -1,7 +1,8 @@
 # The two set-up commands of the README:
 #   make dev    install, then run the whole pipeline (embedded broker + database) with the dashboard on :4000
 #   make test   install with test tools, make sure MariaDB runs, run the test suite
-# Both work on a fresh machine with Python >= 3.11, Node.js/npm, and (for tests) MariaDB and Chromium.
+# `make dev` needs Python >= 3.11 and Node.js/npm. `make test` also needs Java 17+ and Maven (Apache Kafka
+# comes from Maven Central), and installs MariaDB and Chromium with Debian's apt when they are missing.
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -29,8 +30,11 @@ install-test: install
 	npm ci --prefix $(JS_TESTS) --no-audit --no-fund
 	@command -v chromium >/dev/null || scripts/install-chromium
 
+# MariaDB installed (as root, when missing) and running; Apache Kafka's jars fetched once into .kafka/.
+# The tests start their own Kafka brokers with scripts/kafka-broker.
 services:
 	scripts/ensure-mariadb
+	scripts/kafka-broker --install-only
 
 clean:
-	rm -rf $(VENV) $(DASHBOARD)/node_modules $(JS_TESTS)/node_modules test-artifacts
+	rm -rf $(VENV) $(DASHBOARD)/node_modules $(JS_TESTS)/node_modules test-artifacts .kafka

@@ -1,0 +1,116 @@
+"""Apache Kafka for tests: ``scripts/kafka-broker`` run as a child process, one node or three."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtdstream.broker import wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_BROKER = REPO / "scripts" / "kafka-broker"
+POM = REPO / "scripts" / "kafka" / "pom.xml"
+
+
+def free_port_range(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive TCP ports that nothing listens on right now.
+
+    The script places a node's client and controller listeners on consecutive ports.
+    """
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            base = int(probe.getsockname()[1])
+        if base + count <= 65536 and all(_is_free(host, port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports on {host}")
+
+
+def _is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class ApacheKafka:
+    """A KRaft cluster of ``brokers`` nodes that keeps its data in ``data`` across restarts.
+
+    Use as a context manager. ``stop()`` sends SIGTERM, as a supervisor would, and returns the
+    script's exit status.
+    """
+
+    data: Path
+    brokers: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0
+    log: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{self.host}:{self.port + node}" for node in range(self.brokers))
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap_servers}"
+
+    def start(self, timeout: float = 120.0) -> ApacheKafka:
+        self.port = self.port or free_port_range(2 * self.brokers, self.host)
+        self.log = self.log or self.data.with_name(self.data.name + ".log")
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(KAFKA_BROKER), "--port", str(self.port), "--host", self.host,
+                 "--data", str(self.data), "--brokers", str(self.brokers)],
+                stdout=log, stderr=subprocess.STDOUT,
+                # Its own process group: a test's signal reaches the script alone, as from a supervisor.
+                start_new_session=True,
+            )
+        for node in range(self.brokers):
+            # A node opens its client port once it has joined the cluster and can serve requests.
+            wait_for_port(self.host, self.port + node, timeout)
+        return self
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, as a supervisor sends it; the script's exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def group_alive(self) -> bool:
+        """Whether any process the script started (a JVM, say) still runs."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the group: nothing of it outlives a test."""
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log else ""
+
+    def __enter__(self) -> ApacheKafka:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self.kill()
