@@ -85,14 +85,19 @@ async def measure_lag(
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    """Every partition of those ``topics`` that exist (none is auto-created by asking)."""
-    # topics() refreshes metadata without naming (and so auto-creating) any topic.
-    present = await consumer.topics()
+    """Every partition of those ``topics`` that exist (none is auto-created by asking).
+
+    One metadata request for all topics names none of them, so an auto-creating broker creates
+    nothing. Its answer is read directly: ``consumer.topics()`` makes the same request but keeps
+    the partitions out of the consumer's cache, where ``partitions_for_topic`` looks (that cache
+    holds only what was assigned or subscribed). The embedded broker happened to fill it anyway;
+    Apache Kafka does not, and asking the cache there found no partition at all.
+    """
+    cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public twin
     return [
         TopicPartition(topic, partition)
         for topic in topics
-        if topic in present
-        for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        for partition in sorted(cluster.partitions_for_topic(topic) or ())
     ]
 
 

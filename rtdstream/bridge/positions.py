@@ -12,9 +12,10 @@ import json
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from rtdstream.config import Settings
+from rtdstream.lag import topic_partitions
 from rtdstream.topics import READINGS
 
 #: How many of the newest messages per partition to read back.
@@ -39,9 +40,9 @@ async def recover_positions(settings: Settings) -> dict[str, int]:
     await consumer.start()
     positions: dict[str, int] = {}
     try:
-        if READINGS not in await consumer.topics():
+        partitions = await topic_partitions(consumer, [READINGS])
+        if not partitions:
             return positions
-        partitions = [TopicPartition(READINGS, p) for p in consumer.partitions_for_topic(READINGS) or ()]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)

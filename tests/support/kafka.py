@@ -9,6 +9,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from rtdstream.lag import topic_partitions
+
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes | None], key: bytes | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -49,10 +51,8 @@ async def read_topic(
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     for _ in range(100):
-        # topics() refreshes metadata for all topics without naming (and so
-        # auto-creating) the one we wait for.
-        if topic in await consumer.topics() and consumer.partitions_for_topic(topic):
-            return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        if partitions := await topic_partitions(consumer, [topic]):
+            return partitions
         await asyncio.sleep(0.1)
     raise AssertionError(f"topic {topic} does not exist")
 
