@@ -61,7 +61,7 @@ class RtdApp(faust.App):
 
 
 def create_app() -> RtdApp:
-    """The Faust app with the settings DESIGN.md section 5 and 6 call for."""
+    """The Faust app, configured for the embedded broker and Apache Kafka alike (README, Components)."""
     return RtdApp(
         settings.app_id,
         broker=settings.broker_url,

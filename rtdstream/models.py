@@ -1,6 +1,6 @@
 """The records that travel between stages, and their JSON encoding.
 
-Readings travel in batches of one source (DESIGN.md section 6: per-message cost
+Readings travel in batches of one source (a Faust agent's per-message cost
 dominates), stored column-wise so the window and sink stages can run ``min``,
 ``max``, ``sum`` and ``zip`` over plain lists. Everything on the wire is JSON
 encoded with orjson; decoding of untrusted bytes happens only in the

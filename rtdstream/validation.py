@@ -1,8 +1,8 @@
 """Turn untrusted ``rtd.readings`` messages into validated batches and rejections.
 
 This is pure logic with no I/O, so the agent that calls it can never crash on
-input (DESIGN.md section 6) and the rules can be tested as a table. A message
-is either an envelope ``{"source": s, "readings": [...]}`` (what the bridge
+input (an exception inside a Faust agent restarts the agent) and the rules can
+be tested as a table. A message is either an envelope ``{"source": s, "readings": [...]}`` (what the bridge
 sends) or a single reading ``{"time": ..., "speed": ..., "source"?: ...}``
 (what other producers send). The original simulator's strings are coerced:
 ``"time": "1795625575478"`` becomes an int, ``"speed": "16"`` a number.

@@ -1,4 +1,4 @@
-"""The simulator, byte for byte against the original rtd-sim's contract (DESIGN.md section 2)."""
+"""The simulator, byte for byte against the original rtd-sim's contract (README, Compatibility)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from rtdstream.errors import UserError
 #: Above about a thousand readings a second per source, the simulator's strictly increasing
 #: times run ahead of the wall clock and latencies stop meaning anything; 500 leaves room.
 READINGS_PER_SOURCE = 500
-#: The local MariaDB of DESIGN.md section 5; the benchmark creates its own database there.
+#: The local MariaDB that scripts/ensure-mariadb sets up; the benchmark creates its own database there.
 DEFAULT_SERVER_URL = "mysql+aiomysql://root@127.0.0.1:3306"
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rtdstream.broker import free_port
 
-#: What the simulator logs for each connection when it stops (DESIGN.md: stop the sim first).
+#: What the simulator logs for each connection when it stops (the simulator stops first, README Performance).
 STREAM_CLOSED = re.compile(r"stream closed for \S+ after (\d+) records")
 WORKER_READY = r"\[\^Worker\]: Ready"
 STOP_TIMEOUT = 60.0

@@ -2,7 +2,7 @@
 
 One Kafka message per reading caps a Faust worker at a few thousand readings a
 second; an envelope of a hundred readings moves that cap past a hundred
-thousand (DESIGN.md section 6). An envelope is flushed when it holds
+thousand (README, Bridge). An envelope is flushed when it holds
 ``max_batch`` readings or ``max_bytes`` of JSON (below the broker's message
 limit), or when its oldest reading has waited ``linger`` seconds.
 

@@ -1,1 +1,1 @@
-"""A simulator byte-compatible with the original ``rtd-sim`` (DESIGN.md section 2)."""
+"""A simulator byte-compatible with the original ``rtd-sim`` (README, Compatibility)."""

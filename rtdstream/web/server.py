@@ -1,6 +1,6 @@
 """``rtdstream web``: the dashboard, the Socket.IO live view and the HTTP API in one aiohttp process.
 
-Socket.IO follows the original backend (DESIGN.md section 2): Engine.IO v4,
+Socket.IO follows the original backend (README, Compatibility): Engine.IO v4,
 path ``/socket.io/``, polling and websocket, ping every 25 s with a 20 s
 timeout, CORS for RTD_CORS_ORIGINS. The process reads the output topics itself
 (:mod:`rtdstream.web.feed`), so several can run side by side behind a load
