@@ -86,6 +86,31 @@ async def test_windows_by_label_and_start(repository: HistoryRepository) -> None
     assert await repository.windows("beta", window="60s/10s") == []
 
 
+async def test_pages_continue_after_their_last_row_within_one_start(repository: HistoryRepository) -> None:
+    # alpha's 10s and 60s/10s windows share the start T0: a page of one row ends between them
+    for order in ("asc", "desc"):
+        served, after = [], None
+        while True:
+            page = await repository.windows_page("alpha", limit=1, order=order, after=after)
+            assert len(page.rows) == 1 and "id" not in page.rows[0]
+            served += [(w["start"], w["window"]) for w in page.rows]
+            if page.next is None:
+                break
+            assert page.next.time == page.rows[-1]["start"]
+            after = page.next
+        expected = [(T0, "10s"), (T0, "60s/10s"), (T0 + 10_000, "10s")]
+        assert sorted(served) == expected
+        assert [start for start, _ in served] == sorted((s for s, _ in expected), reverse=order == "desc")
+
+
+async def test_a_full_last_page_says_nothing_follows(repository: HistoryRepository) -> None:
+    page = await repository.readings_page("beta", limit=2, order="asc")
+    assert [r["time"] for r in page.rows] == [T0 + 500, T0 + 1500] and page.next is None
+    first = await repository.readings_page("beta", limit=1, order="asc")
+    rest = await repository.readings_page("beta", limit=1, order="asc", after=first.next)
+    assert [r["time"] for r in rest.rows] == [T0 + 1500] and rest.next is None
+
+
 async def test_bad_order_or_limit_is_a_value_error(repository: HistoryRepository) -> None:
     with pytest.raises(ValueError, match="order"):
         await repository.readings("alpha", order="sideways")

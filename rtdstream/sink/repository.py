@@ -1,14 +1,22 @@
 """Read-only history queries for the web view.
 
 Every query is served by an index the sink maintains anyway: (source, time)
-for readings, (source, window, start) and (source, start) for windows. Times
-go in and come out as epoch milliseconds; a database the worker has not
-migrated yet reads as empty rather than failing, so the web view can start
-first.
+for readings, (source, window, start) and (source, start) for windows, with
+no sort. Times go in and come out as epoch milliseconds; a database the worker
+has not migrated yet reads as empty rather than failing, so the web view can
+start first.
+
+Pages are ordered by a key unique within the query, so a page can end between
+any two rows: time for readings and start for one window label (both unique
+constraints), (start, id) for all labels of a source. The id adds no sort:
+(source, start) is not unique, so InnoDB and SQLite read it as (source,
+start, id). Adding the id where the key is already unique would: MariaDB then
+sorts every row in range, as it does not extend a unique index by the id.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +31,29 @@ from rtdstream.sink.schema import window_aggregates
 #: Error codes of "no such table": MySQL 1146; SQLite has no code, only its message.
 _MYSQL_NO_TABLE = 1146
 ORDERS = ("asc", "desc")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a row sits in a history order: its time (a window's start) and its id.
+
+    Time alone does not place a row: window aggregates of several sizes share a
+    start, so a page boundary on time alone loses or repeats the rows of one
+    start whenever more of them exist than fit on a page. With the id every row
+    is before or after a position, never level with it. (Where the time is
+    unique, as for readings, the id is carried but not needed.)
+    """
+
+    time: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of rows and, when more rows follow, the position to continue after."""
+
+    rows: list[dict[str, Any]]
+    next: Position | None
 
 
 class HistoryRepository:
@@ -83,18 +114,28 @@ class HistoryRepository:
         limit: int = 100,
         order: str = "desc",
     ) -> list[dict[str, Any]]:
-        """Readings of ``source`` with ``start <= time < end`` (None: open), at most ``limit``, by time.
+        """Readings of ``source`` with ``start <= time < end`` (None: open), at most ``limit``, by time."""
+        page = await self.readings_page(source, start=start, end=end, limit=limit, order=order)
+        return page.rows
 
-        Page by time: pass the last row's time + 1 as the next ``start``
-        (order "asc") or its time as the next ``end`` (order "desc").
-        """
+    async def readings_page(
+        self,
+        source: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = 100,
+        order: str = "desc",
+        after: Position | None = None,
+    ) -> Page:
+        """Like :meth:`readings`, from the row after ``after``; pass the page's ``next`` to continue."""
         r = readings_table.c
-        query = sa.select(r.source, r.time, r.speed, r.ingested_at).where(r.source == source)
+        query = sa.select(r.id, r.source, r.time, r.speed, r.ingested_at).where(r.source == source)
         query = _time_range(query, r.time, start, end)
-        rows = await self._rows(_ordered(query, r.time, order, limit))
-        for row in rows:
+        page = await self._page(query, r.time, None, order=order, limit=limit, after=after)
+        for row in page.rows:
             row["ingested_at"] = _epoch_ms(row["ingested_at"])
-        return rows
+        return page
 
     async def windows(
         self,
@@ -107,15 +148,60 @@ class HistoryRepository:
         order: str = "desc",
     ) -> list[dict[str, Any]]:
         """Final window aggregates of ``source`` (one window label, or all) whose start is in [start, end)."""
+        page = await self.windows_page(source, window=window, start=start, end=end, limit=limit, order=order)
+        return page.rows
+
+    async def windows_page(
+        self,
+        source: str,
+        *,
+        window: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        limit: int = 100,
+        order: str = "desc",
+        after: Position | None = None,
+    ) -> Page:
+        """Like :meth:`windows`, from the row after ``after``; pass the page's ``next`` to continue."""
         w = window_aggregates.c
         query = sa.select(
-            w.source, w.window, w.size_ms.label("size"), w.step_ms.label("step"), w.start, w.end,
+            w.id, w.source, w.window, w.size_ms.label("size"), w.step_ms.label("step"), w.start, w.end,
             w.count, w.min, w.max, w.sum, w.mean, w.first_time, w.last_time, w.last_speed,
         ).where(w.source == source)
         if window is not None:
             query = query.where(w.window == window)
         query = _time_range(query, w.start, start, end)
-        return await self._rows(_ordered(query, w.start, order, limit))
+        tiebreak = w.id if window is None else None  # the aggregates of several labels share a start
+        return await self._page(query, w.start, tiebreak, order=order, limit=limit, after=after)
+
+    async def _page(
+        self,
+        query: sa.Select[Any],
+        key: sa.Column[int],
+        tiebreak: sa.Column[int] | None,
+        *,
+        order: str,
+        limit: int,
+        after: Position | None,
+    ) -> Page:
+        """Up to ``limit`` rows past ``after`` by (key, tiebreak), or by key alone where it is unique.
+
+        ``query`` selects the id as "id", for the position. One row more than
+        ``limit`` is read, so ``next`` is None exactly when no rows follow.
+        """
+        if order not in ORDERS:
+            raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        if after is not None:
+            query = query.where(_past(key, tiebreak, order, after))
+        rows = await self._rows(_ordered(query, key, tiebreak, order).limit(limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = Position(rows[-1][key.name], rows[-1]["id"]) if more else None
+        for row in rows:
+            del row["id"]
+        return Page(rows, last)
 
     async def _rows(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
@@ -136,12 +222,28 @@ def _time_range(query: sa.Select[Any], column: sa.ColumnElement[int], start: int
     return query
 
 
-def _ordered(query: sa.Select[Any], column: sa.ColumnElement[int], order: str, limit: int) -> sa.Select[Any]:
-    if order not in ORDERS:
-        raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
-    return query.order_by(column.asc() if order == "asc" else column.desc()).limit(limit)
+def _past(
+    key: sa.ColumnElement[int], tiebreak: sa.ColumnElement[int] | None, order: str, after: Position
+) -> sa.ColumnElement[bool]:
+    """Rows strictly past ``after`` in the page order.
+
+    Spelled out rather than as a row comparison ``(key, id) > (t, i)``: the
+    leading bound on ``key`` alone is what MariaDB turns into an index range.
+    """
+    if order == "asc":
+        if tiebreak is None:
+            return key > after.time
+        return sa.and_(key >= after.time, sa.or_(key > after.time, tiebreak > after.id))
+    if tiebreak is None:
+        return key < after.time
+    return sa.and_(key <= after.time, sa.or_(key < after.time, tiebreak < after.id))
+
+
+def _ordered(
+    query: sa.Select[Any], key: sa.ColumnElement[int], tiebreak: sa.ColumnElement[int] | None, order: str
+) -> sa.Select[Any]:
+    columns = [key] if tiebreak is None else [key, tiebreak]
+    return query.order_by(*(c.asc() if order == "asc" else c.desc() for c in columns))
 
 
 def _epoch_ms(value: datetime) -> int:
