@@ -297,7 +297,7 @@ INJECTIONS = [
     "-1 OR 1=1",
     "SLEEP(5)",
 ]
-PARAMETERS = ["source", "from", "to", "limit", "order", "window"]
+PARAMETERS = ["source", "from", "to", "limit", "order", "window", "cursor"]
 
 
 async def test_sql_injection_in_every_parameter_is_refused_or_harmless(

@@ -13,8 +13,9 @@ from multidict import MultiDict
 from yarl import URL
 
 from rtdstream.models import ReadingBatch
+from rtdstream.sink.repository import Page, Position
 from rtdstream.web import dashboard
-from rtdstream.web.api import MAX_LIMIT, RangeQuery, next_page, parse_range_query
+from rtdstream.web.api import MAX_LIMIT, RangeQuery, decode_cursor, encode_cursor, next_url, parse_range_query
 from rtdstream.web.auth import socket_token, token_matches
 from rtdstream.web.errors import BadParameter
 from rtdstream.web.server import origin_policy
@@ -114,6 +115,13 @@ class TestRangeQuery:
             ({"source": "s", "order": "newest"}, "order"),
             ({"source": "s", "start": "1"}, "start"),
             ({"source": "s", "window": "10s"}, "window"),  # readings take no window
+            ({"source": "s", "cursor": ""}, "cursor"),
+            ({"source": "s", "cursor": "not a cursor"}, "cursor"),
+            ({"source": "s", "cursor": "WzEsMiwzXQ"}, "cursor"),  # [1,2,3]
+            ({"source": "s", "cursor": "W3RydWUsMV0"}, "cursor"),  # [true,1]
+            ({"source": "s", "cursor": "eyJ0IjoxfQ"}, "cursor"),  # {"t":1}
+            ({"source": "s", "cursor": "WzEsOTIyMzM3MjAzNjg1NDc3NTgwOF0"}, "cursor"),  # id past BIGINT
+            ({"source": "s", "cursor": "WzEsMl0="}, "cursor"),  # padded
         ],
     )
     def test_each_bad_parameter_is_named(self, params: dict[str, str], parameter: str) -> None:
@@ -133,33 +141,30 @@ class TestNextPage:
         return make_mocked_request("GET", path)
 
     def test_last_page_has_no_next(self) -> None:
-        q = RangeQuery("s", None, None, 3, "desc")
-        rows = [{"time": 3}, {"time": 2}]
-        assert next_page(self.request("/api/readings?source=s&limit=3"), rows, q, "time", ties=False) == (rows, None)
+        assert next_url(self.request("/api/readings?source=s&limit=3"), Page([{"time": 3}], None)) is None
 
-    def test_descending_pages_move_the_exclusive_end(self) -> None:
-        q = RangeQuery("s", None, None, 2, "desc")
-        rows, url = next_page(
-            self.request("/api/readings?source=s&limit=2"), [{"time": 9}, {"time": 7}], q, "time", ties=False
+    def test_next_keeps_the_query_and_adds_the_cursor_of_the_last_row(self) -> None:
+        url = next_url(
+            self.request("/api/windows?source=s&from=1&to=99&limit=2&order=asc&window=1s"),
+            Page([{"start": 7}, {"start": 7}], Position(7, 42)),
         )
-        assert len(rows) == 2
-        assert URL(url).query["to"] == "7"
+        assert url is not None and url.startswith("/api/windows?")
+        parsed = URL(url).query
+        assert {k: parsed[k] for k in ("source", "from", "to", "limit", "order", "window")} == {
+            "source": "s", "from": "1", "to": "99", "limit": "2", "order": "asc", "window": "1s",
+        }
+        assert parse_range_query(parsed, with_window=True).after == Position(7, 42)
 
-    def test_ascending_pages_move_the_inclusive_start(self) -> None:
-        q = RangeQuery("s", 1, None, 2, "asc")
-        _, url = next_page(
-            self.request("/api/readings?source=s&from=1&limit=2&order=asc"),
-            [{"time": 1}, {"time": 4}], q, "time", ties=False,
-        )
-        assert URL(url).query["from"] == "5"
-        assert URL(url).query["order"] == "asc"
+    def test_a_followed_cursor_is_replaced_not_repeated(self) -> None:
+        first = encode_cursor(Position(9, 1))
+        url = next_url(self.request(f"/api/readings?source=s&cursor={first}"), Page([{"time": 5}], Position(5, 2)))
+        assert URL(url).query.getall("cursor") == [encode_cursor(Position(5, 2))]
 
-    def test_rows_sharing_the_boundary_time_move_to_the_next_page_together(self) -> None:
-        q = RangeQuery("s", None, None, 3, "desc")
-        rows = [{"start": 20, "window": "1s"}, {"start": 10, "window": "1s"}, {"start": 10, "window": "10s"}]
-        page, url = next_page(self.request("/api/windows?source=s&limit=3"), rows, q, "start", ties=True)
-        assert page == rows[:1]
-        assert URL(url).query["to"] == "11"  # includes start 10 again, with all its window sizes
+    @pytest.mark.parametrize("position", [Position(0, 1), Position(1_795_625_575_000, 7), Position(-(2**63), 2**63 - 1)])
+    def test_cursor_round_trips_and_is_url_safe(self, position: Position) -> None:
+        cursor = encode_cursor(position)
+        assert decode_cursor(cursor) == position
+        assert cursor.replace("-", "").replace("_", "").isalnum()
 
 
 class TestOrigins:

@@ -2,27 +2,34 @@
 
 ``/api/readings`` and ``/api/windows`` page by time. A page holds at most
 ``limit`` rows (capped at :data:`MAX_LIMIT`), newest first unless
-``order=asc``; when more rows may follow, ``next`` is the URL of the next page
-(the same query with ``to`` or ``from`` moved past the last row), else null.
-``from``/``to`` take epoch milliseconds or ISO 8601 times; ``from`` is
-inclusive, ``to`` exclusive.
+``order=asc``; when more rows follow, ``next`` is the URL of the next page
+(the same query plus a ``cursor``), else null. ``from``/``to`` take epoch
+milliseconds or ISO 8601 times; ``from`` is inclusive, ``to`` exclusive.
+
+The cursor holds the last row's (time, id): rows share a time (window
+aggregates of several sizes share a start), so only the id makes the position
+exact. It is opaque, base64url of a JSON pair, so clients pass it back rather
+than build it, and the key can change without breaking their code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from multidict import MultiMapping
 
 from rtdstream import lag, metrics, topics
 from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.sink.repository import Page, Position
 from rtdstream.web.errors import BadParameter, json_response
 from rtdstream.web.history import DATABASE_ERRORS
 
@@ -37,6 +44,10 @@ QUERY_TIMEOUT = 10.0
 #: The worker group's input topics whose lag /healthz reports.
 LAG_TOPICS = (topics.READINGS, topics.VALIDATED)
 _WINDOW_NAME = re.compile(r"^[A-Za-z0-9._:/-]{1,32}$")
+#: Unpadded base64url; two 64-bit integers in JSON take at most 56 characters.
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_BIGINT = range(-(2**63), 2**63)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +58,12 @@ class RangeQuery:
     limit: int
     order: str
     window: str | None = None
+    after: Position | None = None
 
 
 def parse_range_query(query: MultiMapping[str], *, with_window: bool) -> RangeQuery:
     """Validate the query of a history endpoint; :class:`BadParameter` names the first bad one."""
-    allowed = {"source", "from", "to", "limit", "order"} | ({"window"} if with_window else set())
+    allowed = {"source", "from", "to", "limit", "order", "cursor"} | ({"window"} if with_window else set())
     for name in query:
         if name not in allowed:
             raise BadParameter(name, f"unknown parameter {name!r} (allowed: {', '.join(sorted(allowed))})")
@@ -70,7 +82,7 @@ def parse_range_query(query: MultiMapping[str], *, with_window: bool) -> RangeQu
     window = query.get("window") if with_window else None
     if window is not None and not _WINDOW_NAME.match(window):
         raise BadParameter("window", "window is a window name such as 10s or 60s/10s")
-    return RangeQuery(source, start, end, _limit_param(query), order, window)
+    return RangeQuery(source, start, end, _limit_param(query), order, window, _cursor_param(query))
 
 
 def _time_param(query: MultiMapping[str], name: str) -> int | None:
@@ -97,28 +109,39 @@ def _limit_param(query: MultiMapping[str]) -> int:
     return min(int(value), MAX_LIMIT)
 
 
-def next_page(
-    request: web.Request, rows: list[dict[str, Any]], q: RangeQuery, key: str, *, ties: bool
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The rows to return and the URL of the next page (None when this page is the last).
+def _cursor_param(query: MultiMapping[str]) -> Position | None:
+    value = query.get("cursor")
+    if value is None:
+        return None
+    position = decode_cursor(value)
+    if position is None:
+        raise BadParameter("cursor", "cursor is the one in a next link, passed back unchanged")
+    return position
 
-    With ``ties`` (several rows may share a time, as window aggregates of
-    different sizes share a start) the rows of the last time are held back for
-    the next page, so the boundary never cuts a group in two.
-    """
-    if len(rows) < q.limit:
-        return rows, None
-    boundary = rows[-1][key]
-    held_back = [row for row in rows if row[key] != boundary] if ties else []
-    if held_back:
-        rows, inclusive = held_back, True
-    else:
-        inclusive = False
-    if q.order == "desc":
-        moved = {"to": str(boundary + 1 if inclusive else boundary)}
-    else:
-        moved = {"from": str(boundary if inclusive else boundary + 1)}
-    return rows, str(request.rel_url.update_query(moved))
+
+def encode_cursor(position: Position) -> str:
+    """The opaque ``cursor`` of a next link for the page after ``position``."""
+    return base64.urlsafe_b64encode(orjson.dumps([position.time, position.id])).rstrip(b"=").decode()
+
+
+def decode_cursor(value: str) -> Position | None:
+    """The position in a cursor made by :func:`encode_cursor`, or None for anything else."""
+    if not _CURSOR.match(value):
+        return None
+    try:
+        pair = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+        return None
+    if not (isinstance(pair, list) and len(pair) == 2 and all(type(v) is int and v in _BIGINT for v in pair)):
+        return None
+    return Position(*pair)
+
+
+def next_url(request: web.Request, page: Page) -> str | None:
+    """The URL of the page after ``page`` (the same query with its cursor), or None when it is the last."""
+    if page.next is None:
+        return None
+    return str(request.rel_url.update_query({"cursor": encode_cursor(page.next)}))
 
 
 class HttpApi:
@@ -144,25 +167,28 @@ class HttpApi:
 
     async def readings(self, request: web.Request) -> web.Response:
         q = parse_range_query(request.query, with_window=False)
-        rows = await self._stored(
-            self.repository.readings(q.source, start=q.start, end=q.end, limit=q.limit, order=q.order)
+        page = await self._stored(
+            self.repository.readings_page(
+                q.source, start=q.start, end=q.end, limit=q.limit, order=q.order, after=q.after
+            )
         )
-        rows, next_url = next_page(request, rows, q, "time", ties=False)
-        return json_response({"source": q.source, "order": q.order, "readings": rows, "next": next_url})
+        return json_response(
+            {"source": q.source, "order": q.order, "readings": page.rows, "next": next_url(request, page)}
+        )
 
     async def windows(self, request: web.Request) -> web.Response:
         q = parse_range_query(request.query, with_window=True)
-        rows = await self._stored(
-            self.repository.windows(
-                q.source, window=q.window, start=q.start, end=q.end, limit=q.limit, order=q.order
+        page = await self._stored(
+            self.repository.windows_page(
+                q.source, window=q.window, start=q.start, end=q.end, limit=q.limit, order=q.order, after=q.after
             )
         )
-        rows, next_url = next_page(request, rows, q, "start", ties=q.window is None)
-        return json_response(
-            {"source": q.source, "window": q.window, "order": q.order, "windows": rows, "next": next_url}
-        )
+        return json_response({
+            "source": q.source, "window": q.window, "order": q.order, "windows": page.rows,
+            "next": next_url(request, page),
+        })
 
-    async def _stored(self, query: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _stored(self, query: Awaitable[_T]) -> _T:
         try:
             async with asyncio.timeout(QUERY_TIMEOUT):
                 return await query
