@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
 
 import pytest
-import socketio
 
 from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import load_settings
@@ -21,6 +19,7 @@ from rtdstream.tables.specs import window_specs
 from tests.support.mariadb import MariaDB
 from tests.support.pipeline import Pipeline, stored_exactly_once
 from tests.support.processes import ProcessGroup
+from tests.support.web import LiveClient
 from tests.test_windows_crash import assert_windows_exact
 from tests.test_windows_logic import offline
 
@@ -29,30 +28,6 @@ GRACE_MS = 2000
 IDLE_TIMEOUT = "15s"
 #: Who dies, in order; each at a random moment, restarted at once.
 VICTIMS = ["worker", "bridge", "web", "bridge", "worker", "web"]
-
-
-class LiveClient:
-    """A python-socketio client that reconnects by itself, as a dashboard does; it notes when data arrives."""
-
-    def __init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=2)
-        self.connects = 0
-        self.new_data: list[tuple[float, Any]] = []
-
-        @self.sio.on("connect")
-        async def connected() -> None:
-            self.connects += 1
-
-        @self.sio.on("newData")
-        async def new_data(data: Any) -> None:
-            self.new_data.append((time.monotonic(), data))
-
-    async def data_after(self, moment: float, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(at > moment for at, _ in self.new_data):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no newData after the restart (connected: {self.sio.connected})")
-            await asyncio.sleep(0.1)
 
 
 @pytest.mark.slow

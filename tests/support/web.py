@@ -106,3 +106,27 @@ class RecordingClient:
 
     async def disconnect(self) -> None:
         await self.sio.disconnect()
+
+
+class LiveClient:
+    """A python-socketio client that reconnects by itself, as a dashboard does; it notes when data arrives."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=2)
+        self.connects = 0
+        self.new_data: list[tuple[float, Any]] = []
+
+        @self.sio.on("connect")
+        async def connected() -> None:
+            self.connects += 1
+
+        @self.sio.on("newData")
+        async def new_data(data: Any) -> None:
+            self.new_data.append((time.monotonic(), data))
+
+    async def data_after(self, moment: float, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(at > moment for at, _ in self.new_data):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no newData after the restart (connected: {self.sio.connected})")
+            await asyncio.sleep(0.1)
