@@ -39,6 +39,10 @@ SINK_REPLAYED = Counter(
 )
 
 # The web view: what it saw on the topics (cluster-wide, since it started) and what it pushed.
+WEB_HEALTH_CHECKS = Counter(
+    "rtd_web_health_checks_total",
+    "Checks of the broker and the database made for /healthz (at most one a second, shared by all requests)",
+)
 WEB_FEED_READINGS = Counter(
     "rtd_web_feed_readings_total", "Validated readings the web view saw on rtd.validated since it started"
 )

@@ -9,6 +9,7 @@ metrics, health and a clean stop.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -311,6 +312,32 @@ async def test_health_reports_each_dependency(
         async with http.get(f"{sick_url}/api/sources") as response:
             assert response.status == 503
             assert (await response.json())["error"] == "history database unavailable"
+
+
+async def test_health_checks_the_broker_and_database_once_a_second_however_many_ask(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, rtd_env)
+    checks = ("rtd_web_health_checks_total", ())
+    async with aiohttp.ClientSession() as http:
+
+        async def probe() -> int:
+            async with http.get(f"{url}/healthz") as response:
+                await response.read()
+                return response.status
+
+        before = (await metric_samples(url)).get(checks, 0)
+        started = time.monotonic()
+        statuses = await asyncio.gather(*(probe() for _ in range(300)))
+        elapsed = time.monotonic() - started
+        made = (await metric_samples(url))[checks] - before
+        assert statuses == [200] * 300
+        # Uncached, that is 300 checks. Shared, a new one starts at most once a second after the last.
+        assert 1 <= made <= elapsed + 1, (made, elapsed)
+
+        await asyncio.sleep(1.5)  # past the answer's age limit: the next request checks anew
+        assert await probe() == 200
+        assert (await metric_samples(url))[checks] == before + made + 1
 
 
 async def test_sigterm_stops_the_web_view_cleanly_with_clients_connected(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
+from async_lru import alru_cache
 from multidict import MultiMapping
 
 from rtdstream import lag, metrics, topics
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 HEALTH_TIMEOUT = 3.0
+#: Seconds a /healthz answer about the broker and the database is served before it is checked again.
+HEALTH_INTERVAL = 1.0
 QUERY_TIMEOUT = 10.0
 #: The worker group's input topics whose lag /healthz reports.
 LAG_TOPICS = (topics.READINGS, topics.VALIDATED)
@@ -201,14 +204,32 @@ class HttpApi:
         The worker's lag is reported, not judged: a backlog is no reason to
         take a web process out of a load balancer.
         """
-        database, broker = await asyncio.gather(self._database_check(), self._lag_check())
-        checks = {"broker": broker, "database": database, "feed": {"ok": self.feed.ready.is_set()}}
+        database, broker = await self._dependency_checks()
+        lag_report = broker.get("lag")
+        checks = {
+            "broker": {key: value for key, value in broker.items() if key != "lag"},
+            "database": database,
+            "feed": {"ok": self.feed.ready.is_set()},
+        }
         healthy = all(check["ok"] for check in checks.values())
-        lag_report = broker.pop("lag", None)
         return json_response(
             {"status": "ok" if healthy else "unavailable", "checks": checks, "lag": lag_report},
             status=200 if healthy else 503,
         )
+
+    @alru_cache(maxsize=1, ttl=HEALTH_INTERVAL)
+    async def _dependency_checks(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The database and broker checks, made at most once per :data:`HEALTH_INTERVAL`.
+
+        Each broker check opens a Kafka consumer and an admin client (about 17 ms, and work
+        for the broker); /healthz is open to anyone and polled by every load balancer. So
+        concurrent requests share one check in flight, and later ones its answer until it
+        is :data:`HEALTH_INTERVAL` old: a thousand requests a second cost the broker one.
+        The answer is shared, so callers must not change it.
+        """
+        metrics.WEB_HEALTH_CHECKS.inc()
+        database, broker = await asyncio.gather(self._database_check(), self._lag_check())
+        return database, broker
 
     async def _database_check(self) -> dict[str, Any]:
         try:
