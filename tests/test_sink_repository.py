@@ -60,30 +60,30 @@ async def test_sources_and_latest(repository: HistoryRepository) -> None:
 
 
 async def test_readings_in_a_range_page_by_page(repository: HistoryRepository) -> None:
-    newest = await repository.readings("alpha", limit=3)
+    newest = (await repository.readings("alpha", limit=3)).rows
     assert [(r["time"], r["speed"]) for r in newest] == [(T0 + 9000, 9), (T0 + 8000, 8), (T0 + 7000, 7)]
     assert set(newest[0]) == {"source", "time", "speed", "ingested_at"}
     assert abs(newest[0]["ingested_at"] - time.time() * 1000) < 120_000
 
-    older = await repository.readings("alpha", end=newest[-1]["time"], limit=3)
+    older = (await repository.readings("alpha", end=newest[-1]["time"], limit=3)).rows
     assert [r["time"] for r in older] == [T0 + 6000, T0 + 5000, T0 + 4000]
 
-    ranged = await repository.readings("alpha", start=T0 + 2000, end=T0 + 5000, order="asc")
+    ranged = (await repository.readings("alpha", start=T0 + 2000, end=T0 + 5000, order="asc")).rows
     assert [r["time"] for r in ranged] == [T0 + 2000, T0 + 3000, T0 + 4000]
-    assert await repository.readings("nobody") == []
+    assert (await repository.readings("nobody")).rows == []
 
 
 async def test_windows_by_label_and_start(repository: HistoryRepository) -> None:
-    tumbling = await repository.windows("alpha", window="10s", order="asc")
+    tumbling = (await repository.windows("alpha", window="10s", order="asc")).rows
     assert [(w["start"], w["count"]) for w in tumbling] == [(T0, 10), (T0 + 10_000, 3)]
     assert tumbling[0] == {
         "source": "alpha", "window": "10s", "size": 10_000, "step": 10_000, "start": T0, "end": T0 + 10_000,
         "count": 10, "min": 1, "max": 9, "sum": 50, "mean": 5.0, "first_time": T0, "last_time": T0 + 500,
         "last_speed": 9,
     }
-    every = await repository.windows("alpha", start=T0, end=T0 + 1)
+    every = (await repository.windows("alpha", start=T0, end=T0 + 1)).rows
     assert sorted(w["window"] for w in every) == ["10s", "60s/10s"]
-    assert await repository.windows("beta", window="60s/10s") == []
+    assert (await repository.windows("beta", window="60s/10s")).rows == []
 
 
 async def test_pages_continue_after_their_last_row_within_one_start(repository: HistoryRepository) -> None:
@@ -91,7 +91,7 @@ async def test_pages_continue_after_their_last_row_within_one_start(repository: 
     for order in ("asc", "desc"):
         served, after = [], None
         while True:
-            page = await repository.windows_page("alpha", limit=1, order=order, after=after)
+            page = await repository.windows("alpha", limit=1, order=order, after=after)
             assert len(page.rows) == 1 and "id" not in page.rows[0]
             served += [(w["start"], w["window"]) for w in page.rows]
             if page.next is None:
@@ -104,10 +104,10 @@ async def test_pages_continue_after_their_last_row_within_one_start(repository: 
 
 
 async def test_a_full_last_page_says_nothing_follows(repository: HistoryRepository) -> None:
-    page = await repository.readings_page("beta", limit=2, order="asc")
+    page = await repository.readings("beta", limit=2, order="asc")
     assert [r["time"] for r in page.rows] == [T0 + 500, T0 + 1500] and page.next is None
-    first = await repository.readings_page("beta", limit=1, order="asc")
-    rest = await repository.readings_page("beta", limit=1, order="asc", after=first.next)
+    first = await repository.readings("beta", limit=1, order="asc")
+    rest = await repository.readings("beta", limit=1, order="asc", after=first.next)
     assert [r["time"] for r in rest.rows] == [T0 + 1500] and rest.next is None
 
 
@@ -124,8 +124,8 @@ async def test_database_without_tables_reads_as_empty(database_url: str) -> None
         assert await repository.ping()
         assert await repository.sources() == []
         assert await repository.latest() == []
-        assert await repository.readings("alpha") == []
-        assert await repository.windows("alpha") == []
+        assert (await repository.readings("alpha")).rows == []
+        assert (await repository.windows("alpha")).rows == []
     finally:
         await repository.close()
 

@@ -113,22 +113,12 @@ class HistoryRepository:
         end: int | None = None,
         limit: int = 100,
         order: str = "desc",
-    ) -> list[dict[str, Any]]:
-        """Readings of ``source`` with ``start <= time < end`` (None: open), at most ``limit``, by time."""
-        page = await self.readings_page(source, start=start, end=end, limit=limit, order=order)
-        return page.rows
-
-    async def readings_page(
-        self,
-        source: str,
-        *,
-        start: int | None = None,
-        end: int | None = None,
-        limit: int = 100,
-        order: str = "desc",
         after: Position | None = None,
     ) -> Page:
-        """Like :meth:`readings`, from the row after ``after``; pass the page's ``next`` to continue."""
+        """Readings of ``source`` with ``start <= time < end`` (None: open), at most ``limit``, by time.
+
+        From the row after ``after``: pass a page's ``next`` to continue where it ended.
+        """
         r = readings_table.c
         query = sa.select(r.id, r.source, r.time, r.speed, r.ingested_at).where(r.source == source)
         query = _time_range(query, r.time, start, end)
@@ -146,23 +136,12 @@ class HistoryRepository:
         end: int | None = None,
         limit: int = 100,
         order: str = "desc",
-    ) -> list[dict[str, Any]]:
-        """Final window aggregates of ``source`` (one window label, or all) whose start is in [start, end)."""
-        page = await self.windows_page(source, window=window, start=start, end=end, limit=limit, order=order)
-        return page.rows
-
-    async def windows_page(
-        self,
-        source: str,
-        *,
-        window: str | None = None,
-        start: int | None = None,
-        end: int | None = None,
-        limit: int = 100,
-        order: str = "desc",
         after: Position | None = None,
     ) -> Page:
-        """Like :meth:`windows`, from the row after ``after``; pass the page's ``next`` to continue."""
+        """Final window aggregates of ``source`` (one window label, or all) whose start is in [start, end).
+
+        From the row after ``after``: pass a page's ``next`` to continue where it ended.
+        """
         w = window_aggregates.c
         query = sa.select(
             w.id, w.source, w.window, w.size_ms.label("size"), w.step_ms.label("step"), w.start, w.end,

@@ -171,7 +171,7 @@ class HttpApi:
     async def readings(self, request: web.Request) -> web.Response:
         q = parse_range_query(request.query, with_window=False)
         page = await self._stored(
-            self.repository.readings_page(
+            self.repository.readings(
                 q.source, start=q.start, end=q.end, limit=q.limit, order=q.order, after=q.after
             )
         )
@@ -182,7 +182,7 @@ class HttpApi:
     async def windows(self, request: web.Request) -> web.Response:
         q = parse_range_query(request.query, with_window=True)
         page = await self._stored(
-            self.repository.windows_page(
+            self.repository.windows(
                 q.source, window=q.window, start=q.start, end=q.end, limit=q.limit, order=q.order, after=q.after
             )
         )

@@ -32,8 +32,8 @@ class StoredHistory:
         """(newest readings, newest window aggregates) of ``source``, or None when unavailable."""
         try:
             async with asyncio.timeout(self.timeout):
-                readings = await self.repository.readings(source, limit=limit, order="desc") if limit else []
-                windows = await self.repository.windows(source, limit=RECENT_WINDOWS, order="desc")
+                readings = (await self.repository.readings(source, limit=limit, order="desc")).rows if limit else []
+                windows = (await self.repository.windows(source, limit=RECENT_WINDOWS, order="desc")).rows
         except DATABASE_ERRORS as exc:
             log.warning("history of %s unavailable: %s", source, exc)
             return None
