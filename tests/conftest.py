@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtdstream.broker import EmbeddedBroker
+from tests.support.apache_kafka import ApacheKafka
 from tests.support.mariadb import MariaDB
 from tests.support.processes import ProcessGroup
 
@@ -23,6 +24,13 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def broker() -> Iterator[EmbeddedBroker]:
     """A fresh in-memory Kafka-compatible broker per test: no topic or group leaks between tests."""
     with EmbeddedBroker() as running:
+        yield running
+
+
+@pytest.fixture
+def apache_kafka(tmp_path: Path) -> Iterator[ApacheKafka]:
+    """A one-node Apache Kafka of this test's own (scripts/kafka-broker), stopped afterwards."""
+    with ApacheKafka(tmp_path / "kafka") as running:
         yield running
 
 

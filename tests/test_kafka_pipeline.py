@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,19 +20,13 @@ from tests.support.processes import ProcessGroup
 from tests.support.web import LiveClient
 
 
-@pytest.fixture
-def kafka(tmp_path: Path) -> Iterator[ApacheKafka]:
-    with ApacheKafka(tmp_path / "kafka") as running:
-        yield running
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 async def test_on_apache_kafka_a_killed_worker_loses_and_duplicates_nothing(
-    kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup, mysql_url: str, mariadb: MariaDB
+    apache_kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup, mysql_url: str, mariadb: MariaDB
 ) -> None:
     database = mysql_url.rsplit("/", 1)[1]
-    env = {**rtd_env, "RTD_BROKER": kafka.url, "RTD_DATABASE_URL": mysql_url, "RTD_LEGACY_TABLE": "true"}
+    env = {**rtd_env, "RTD_BROKER": apache_kafka.url, "RTD_DATABASE_URL": mysql_url, "RTD_LEGACY_TABLE": "true"}
     pipeline = Pipeline(processes, env, rate=200, sources=4)
     worker = await pipeline.start_worker()
     await pipeline.start_web()
