@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
+from tests.support.apache_kafka import ApacheKafka
 from tests.support.kafka import json_values, read_topic
+from tests.support.pipeline import Pipeline
 from tests.support.processes import Proc, ProcessGroup
 
 STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
@@ -155,3 +158,54 @@ async def test_the_bridge_survives_every_upstream_fault_with_the_right_log_line(
     assert dead["reason"] == "line_too_long" and dead["source"] == "endless" and len(dead["raw"]) == 4096
     assert bridge.is_running()
     assert processes.terminate(bridge) == 0
+
+
+async def create_readings_topic(bootstrap: str, partitions: int, max_message_bytes: int) -> None:
+    """rtd.readings made before the bridge starts, with a message size limit of the test's choosing."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(topics.READINGS, partitions, 1, topic_configs={"max.message.bytes": str(max_message_bytes)})
+        ])
+    finally:
+        await admin.close()
+
+
+@pytest.mark.slow
+async def test_envelopes_too_large_for_the_topic_go_in_halves_and_nothing_is_dropped(
+    apache_kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    # About 100 readings of ~50 bytes per 100 ms envelope: 5 KB, over the 2 KB limit twice over.
+    await create_readings_topic(apache_kafka.bootstrap_servers, int(rtd_env["RTD_PARTITIONS"]), 2048)
+    env = {**rtd_env, "RTD_BROKER": apache_kafka.url, "RTD_BRIDGE_LINGER": "100ms"}
+    pipeline = Pipeline(processes, env, rate=1000, sources=1)
+    await pipeline.start_sim()
+    bridge = pipeline.start_bridge()
+    await bridge.await_log("sending it in halves", timeout=30)
+    emitted = await pipeline.end_stream(after=3.0)
+    await bridge.await_log("ended cleanly")
+
+    records = await read_topic(
+        apache_kafka.bootstrap_servers, topics.READINGS,
+        until=lambda rs: len(readings_in(rs)) >= emitted, timeout=30,
+    )
+    readings = readings_in(records)
+    assert len(set(readings)) == emitted  # nothing dropped...
+    assert len(readings) == emitted  # ...and nothing twice
+    assert max(len(record.value) for record in records) < 2048
+    assert processes.terminate(bridge) == 0
+
+
+@pytest.mark.slow
+async def test_a_reading_the_topic_can_never_take_stops_the_bridge_with_one_line(
+    apache_kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    await create_readings_topic(apache_kafka.bootstrap_servers, int(rtd_env["RTD_PARTITIONS"]), 64)
+    pipeline = Pipeline(processes, {**rtd_env, "RTD_BROKER": apache_kafka.url}, rate=10, sources=1)
+    await pipeline.start_sim()
+    bridge = pipeline.start_bridge()
+    assert bridge.popen.wait(60) == 1
+    last_line = bridge.log_text().strip().splitlines()[-1]
+    assert "max.message.bytes" in last_line and last_line.startswith("rtdstream bridge:"), last_line
+    assert "Traceback" not in bridge.log_text() and "Unclosed" not in bridge.log_text()

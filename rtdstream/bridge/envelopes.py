@@ -11,6 +11,13 @@ acknowledgement. When the broker is away, :meth:`EnvelopeProducer.add` blocks,
 the bridge stops reading its HTTP streams, and TCP pushes back on the
 simulator, so memory stays flat and nothing read is dropped. A message counts
 as delivered only once the broker acknowledged it.
+
+A broker that refuses a message for good is never answered by dropping it:
+an envelope over the topic's ``max.message.bytes`` is split in halves until
+the halves fit (and later envelopes are built that small), and any other
+refusal (no authorisation, a topic that cannot take writes) stops the bridge
+with :class:`BrokerRefused`, so a restart resumes from the last reading the
+broker acknowledged.
 """
 
 from __future__ import annotations
@@ -18,18 +25,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from rtdstream.backoff import Backoff
 from rtdstream.bridge.stats import BridgeStats
+from rtdstream.errors import UserError
 
 log = logging.getLogger(__name__)
 
 #: A wait for the broker's acknowledgements this long is an outage, not load: it is logged.
 LONG_PAUSE = 5.0
+
+
+class BrokerRefused(UserError):
+    """The broker refused a message for good: the bridge stops rather than drop what it read."""
 
 
 def build_envelope(source: str, raws: list[bytes]) -> bytes:
@@ -83,12 +97,15 @@ class EnvelopeProducer:
         self.delivered_times: dict[str, int] = {}
         #: Loop time since which a send has waited for an in-flight slot with no acknowledgement since.
         self._paused_since: float | None = None
+        #: The broker's final refusal of a message, raised to every later caller.
+        self._refused: BrokerRefused | None = None
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_lingering(), name="envelope-linger")
 
     async def add(self, source: str, raw: bytes, time: int | None = None) -> None:
         """Queue one reading (``time`` feeds the resume positions); waits when the broker is behind."""
+        self._raise_if_refused()
         pending = self._pending.get(source)
         if pending is None:
             pending = self._pending[source] = _Pending(asyncio.get_running_loop().time())
@@ -102,15 +119,22 @@ class EnvelopeProducer:
 
     async def send_raw(self, key: str | None, value: bytes, topic: str) -> None:
         """Produce one message outside the batching (dead letters)."""
+        self._raise_if_refused()
         await self._acquire_slot()
-        self._start_delivery(key, value, topic)
+        self._start_delivery(self._deliver(key, value, topic))
 
     async def flush(self) -> None:
         """Send every pending envelope and wait until the broker acknowledged all messages."""
+        self._raise_if_refused()
         for source in list(self._pending):
             await self._ship(source)
         while self._in_flight:
             await asyncio.shield(self._in_flight[0])
+        self._raise_if_refused()
+
+    def _raise_if_refused(self) -> None:
+        if self._refused is not None:
+            raise self._refused
 
     async def stop(self) -> None:
         """Flush and stop the linger timer; the caller stops the Kafka producer afterwards."""
@@ -149,9 +173,7 @@ class EnvelopeProducer:
         if batch is None:  # shipped by another path while we waited
             self._slots.release()
             return
-        self._start_delivery(
-            source, build_envelope(source, batch.raws), self._topic, readings=len(batch.raws), max_time=batch.max_time
-        )
+        self._start_delivery(self._deliver_envelope(source, batch.raws, batch.max_time))
 
     def paused_for(self) -> float | None:
         """Seconds the bridge has waited for the broker to acknowledge anything; None when it is not waiting."""
@@ -166,12 +188,25 @@ class EnvelopeProducer:
                 self._paused_since = asyncio.get_running_loop().time()
         await self._slots.acquire()
 
-    def _start_delivery(
-        self, key: str | None, value: bytes, topic: str, *, readings: int = 0, max_time: int = -1
-    ) -> None:
-        task = asyncio.create_task(self._deliver(key, value, topic, readings, max_time))
+    def _start_delivery(self, delivery: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(self._note_refusal(delivery))
         self._in_flight.append(task)
         task.add_done_callback(self._on_delivered)
+
+    async def _note_refusal(self, delivery: Coroutine[Any, Any, None]) -> None:
+        """Keep a final refusal for the callers (a task's exception would reach nobody)."""
+        try:
+            await delivery
+        except MessageSizeTooLargeError as exc:  # a dead letter, or a single reading: nothing to split
+            self._refuse(BrokerRefused(f"a message was refused as too large ({exc!r}): raise max.message.bytes"))
+        except BrokerRefused as exc:
+            self._refuse(exc)
+
+    def _refuse(self, refusal: BrokerRefused) -> None:
+        self._stats.delivery_failures += 1
+        if self._refused is None:
+            log.error("%s", refusal)
+            self._refused = refusal
 
     def _on_delivered(self, task: asyncio.Task[None]) -> None:
         self._slots.release()
@@ -180,8 +215,39 @@ class EnvelopeProducer:
         if paused_for is not None and paused_for >= LONG_PAUSE:
             log.info("the broker acknowledges again: reading resumed after %.1fs (%s)", paused_for, self._stats.summary())
 
-    async def _deliver(self, key: str | None, value: bytes, topic: str, readings: int, max_time: int) -> None:
-        """Produce until the broker acknowledges; re-send only what was never sent."""
+    async def _deliver_envelope(self, source: str, raws: list[bytes], max_time: int) -> None:
+        """Deliver one source's readings as one envelope, or in halves if the topic finds it too large.
+
+        The halves go one after the other, and only the last moves the source's resume position,
+        so a crash between them resumes before the first. Later envelopes are built no larger
+        than the half, so a topic with a small ``max.message.bytes`` costs one refusal, not one
+        per envelope.
+        """
+        value = build_envelope(source, raws)
+        try:
+            await self._deliver(source, value, self._topic, len(raws), max_time)
+        except MessageSizeTooLargeError:
+            if len(raws) == 1:
+                raise
+            half = len(raws) // 2
+            self._max_bytes = min(self._max_bytes, len(value) // 2)
+            self._stats.envelopes_split += 1
+            log.warning(
+                "%s refused an envelope of %d bytes as too large; sending it in halves, and envelopes of "
+                "at most %d bytes from now on (raise the topic's max.message.bytes to batch more)",
+                self._topic, len(value), self._max_bytes,
+            )
+            await self._deliver_envelope(source, raws[:half], -1)
+            await self._deliver_envelope(source, raws[half:], max_time)
+
+    async def _deliver(
+        self, key: str | None, value: bytes, topic: str, readings: int = 0, max_time: int = -1
+    ) -> None:
+        """Produce until the broker acknowledges; re-send only what was never sent.
+
+        A message too large for the topic raises :class:`MessageSizeTooLargeError`, for an envelope
+        to be split; any other final refusal raises :class:`BrokerRefused`.
+        """
         backoff = Backoff(initial=0.5, cap=10.0)
         key_bytes = key.encode() if key is not None else None
         while True:
@@ -199,11 +265,14 @@ class EnvelopeProducer:
                     "retrying in %.1fs (%d messages waiting)", topic, delay, len(self._in_flight),
                 )
                 await asyncio.sleep(delay)
+            except MessageSizeTooLargeError:
+                raise
             except KafkaError as exc:
                 if not exc.retriable:
-                    self._stats.delivery_failures += 1
-                    log.error("broker refused a message for %s (%r); %d readings not delivered", topic, exc, readings)
-                    return
+                    raise BrokerRefused(
+                        f"the broker refused a message for {topic} ({exc!r}); the bridge stops so that "
+                        f"nothing it read is dropped, and resumes from the last acknowledged reading when restarted"
+                    ) from None
                 delay = backoff.next()
                 self._stats.delivery_retries += 1
                 log.warning("producing to %s failed (%r); retrying in %.1fs", topic, exc, delay)

@@ -83,12 +83,16 @@ class Bridge:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for reader in readers:
-                await reader.finish_handover()
-            await session.close()
-            await self._envelopes.stop()
-            await producer.stop()
-            log.info("bridge stopped: %s", self.stats.summary())
+            try:
+                # Either raises BrokerRefused once the broker refused a message for good:
+                # then nothing more is sent, and the connections still close.
+                for reader in readers:
+                    await reader.finish_handover()
+                await self._envelopes.stop()
+            finally:
+                await session.close()
+                await producer.stop()
+                log.info("bridge stopped: %s", self.stats.summary())
 
     async def _on_frame(self, default_source: str, url: str, frame: Frame) -> None:
         assert self._envelopes is not None

@@ -15,7 +15,10 @@ class BridgeStats:
     dead_letters_delivered: int = 0
     bad_lines: int = 0
     delivery_retries: int = 0
+    #: Messages the broker refused for good (the bridge stops at the first).
     delivery_failures: int = 0
+    #: Envelopes the topic refused as too large, sent again in halves.
+    envelopes_split: int = 0
     backpressure_waits: int = 0
 
     def on_delivered(self, topic: str, readings: int) -> None:
