@@ -218,8 +218,9 @@ class EnvelopeProducer:
     async def _deliver_envelope(self, source: str, raws: list[bytes], max_time: int) -> None:
         """Deliver one source's readings as one envelope, or in halves if the topic finds it too large.
 
-        The halves go one after the other, and only the last moves the source's resume position,
-        so a crash between them resumes before the first. Later envelopes are built no larger
+        The halves go one after the other, and only the last moves the source's resume position
+        (what a reconnect asks the source for), so a reconnect between them asks for the second
+        half again rather than skip it. Later envelopes are built no larger
         than the half, so a topic with a small ``max.message.bytes`` costs one refusal, not one
         per envelope.
         """
