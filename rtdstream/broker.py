@@ -7,6 +7,8 @@ machine without Kafka. Production uses Apache Kafka (docker/compose.yml).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import subprocess
 import time
@@ -42,6 +44,15 @@ def broker_command(port: int, host: str = "127.0.0.1", advertised_port: int | No
     ]
 
 
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -73,6 +84,9 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> EmbeddedBroker:
+        if self.port and not _can_bind(self.host, self.port):
+            # Else the wait below would find the other listener and take it for ours.
+            raise UserError(f"cannot listen on {self.host}:{self.port}: the port is in use")
         self.port = self.port or free_port(self.host)
         self.process = subprocess.Popen(
             broker_command(self.port, self.host, self.advertised_port),
@@ -103,3 +117,18 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def run_in_foreground(host: str, port: int) -> None:
+    """``rtdstream broker``: the embedded broker until a signal stops this process, or it dies.
+
+    The same :class:`EmbeddedBroker` as ``rtdstream dev``, for running the processes one by one
+    (a terminal each, or a Procfile) on a machine without Kafka.
+    """
+    log = logging.getLogger("rtdstream.broker")
+    with EmbeddedBroker(host=host, port=port) as broker:
+        assert broker.process is not None
+        log.info("embedded broker listening on %s (memory only: its data goes when it stops)", broker.url)
+        status = await asyncio.to_thread(broker.process.wait)
+    raise UserError(f"embedded broker exited by itself with status {status}")
+

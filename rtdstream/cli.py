@@ -16,6 +16,7 @@ from faust.cli import AppCommand, argument, option
 
 from rtdstream.app import app, settings
 from rtdstream.bridge.service import Bridge
+from rtdstream.broker import run_in_foreground
 from rtdstream.dev import DevOptions, run_dev
 from rtdstream.runtime import configure_logging, run_main
 from rtdstream.serve import serve_until_stopped
@@ -47,6 +48,17 @@ async def sim(self: AppCommand, port: int | None, host: str, rate: float, source
     """Serve simulated readings at GET /stream, like the original rtd-sim."""
     simulator = Simulator(rate=rate, sources=sources, seed=seed)
     await serve_until_stopped(simulator.make_app(), host=host, port=port or settings.port or 3000, name="simulator")
+
+
+@app.command(
+    option("--port", type=int, default=9092, show_default=True, help="Port to listen on"),
+    option("--host", default="127.0.0.1", show_default=True,
+           help="Address to listen on, and the one clients are told to use"),
+    base=RtdCommand,
+)
+async def broker(self: AppCommand, port: int, host: str) -> None:
+    """Run the embedded Kafka-compatible broker (memory only) in the foreground."""
+    await run_in_foreground(host, port)
 
 
 @app.command(base=RtdCommand)

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from rtdstream.broker import free_port
+from tests.support.kafka import produce, read_topic
 from tests.support.processes import ProcessGroup, session_alive
 
 
@@ -46,3 +47,24 @@ async def test_dev_runs_the_pipeline_and_stops_every_process_cleanly(
     assert session_alive(dev.pid) == []  # the shells and every child are gone...
     with pytest.raises(OSError):  # ...and so is the embedded broker (it runs in a session of its own)
         socket.create_connection(("127.0.0.1", broker_port), timeout=1).close()
+
+
+async def test_broker_command_serves_until_sigterm_and_refuses_a_port_in_use(
+    rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    port = free_port()
+    broker = processes.start("broker", ["broker", "--port", str(port)], rtd_env)
+    await broker.await_log(rf"embedded broker listening on kafka://127\.0\.0\.1:{port}\b")
+    await produce(f"127.0.0.1:{port}", "rtd.readings", [b"one", b"two"])
+    records = await read_topic(f"127.0.0.1:{port}", "rtd.readings", until=lambda got: len(got) >= 2)
+    assert sorted(r.value for r in records) == [b"one", b"two"]
+
+    second = processes.start("broker-2", ["broker", "--port", str(port)], rtd_env)
+    assert second.popen.wait(timeout=30) == 1
+    assert second.log_text().strip().splitlines()[-1] == (
+        f"rtdstream broker: cannot listen on 127.0.0.1:{port}: the port is in use"
+    )
+
+    assert processes.terminate(broker) == 0
+    with pytest.raises(OSError):  # the broker process itself is gone, not only its parent
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
