@@ -20,10 +20,23 @@ pytest_plugins = ["tests.support.sink"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+#: Which broker the ``broker`` fixture gives: ``embedded`` (default) or ``kafka`` (Apache Kafka).
+TEST_BROKER = os.environ.get("RTD_TEST_BROKER", "embedded")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_BROKER not in ("embedded", "kafka"):
+        raise pytest.UsageError(f"RTD_TEST_BROKER must be 'embedded' or 'kafka', not {TEST_BROKER!r}")
+
+
 @pytest.fixture
-def broker() -> Iterator[EmbeddedBroker]:
-    """A fresh in-memory Kafka-compatible broker per test: no topic or group leaks between tests."""
-    with EmbeddedBroker() as running:
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker | ApacheKafka]:
+    """A fresh broker per test, so no topic or group leaks between tests.
+
+    The embedded one (in memory, starts in milliseconds) unless RTD_TEST_BROKER=kafka, which
+    gives each test a one-node Apache Kafka of its own instead (about 5 s more per test).
+    """
+    with EmbeddedBroker() if TEST_BROKER == "embedded" else ApacheKafka(tmp_path / "kafka") as running:
         yield running
 
 
