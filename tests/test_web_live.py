@@ -24,6 +24,7 @@ from rtdstream.models import ReadingBatch, dead_letter
 from rtdstream.sink import schema
 from rtdstream.sink.database import create_engine
 from rtdstream.sink.migrate import upgrade
+from tests.support.apache_kafka import ApacheKafka
 from tests.support.processes import ProcessGroup
 from tests.support.web import (
     RecordingClient,
@@ -312,6 +313,19 @@ async def test_health_reports_each_dependency(
         async with http.get(f"{sick_url}/api/sources") as response:
             assert response.status == 503
             assert (await response.json())["error"] == "history database unavailable"
+
+
+@pytest.mark.slow
+async def test_health_on_a_new_apache_kafka_cluster_is_ok_before_the_group_has_a_coordinator(
+    apache_kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    # No worker ever ran: Kafka creates __consumer_offsets on the first coordinator lookup,
+    # and until then the group's lag cannot be read. The broker itself answers.
+    _, url = start_web(processes, {**rtd_env, "RTD_BROKER": apache_kafka.url})
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as response:
+        body = await response.json()
+    assert response.status == 200, body
+    assert body["checks"]["broker"]["ok"] is True
 
 
 async def test_health_checks_the_broker_and_database_once_a_second_however_many_ask(

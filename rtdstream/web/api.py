@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorForGroupError,
+)
 from async_lru import alru_cache
 from multidict import MultiMapping
 
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 HEALTH_TIMEOUT = 3.0
+#: A broker that answers but has no coordinator for the worker group yet, or is moving it.
+COORDINATOR_PENDING = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
 #: Seconds a /healthz answer about the broker and the database is served before it is checked again.
 HEALTH_INTERVAL = 1.0
 QUERY_TIMEOUT = 10.0
@@ -244,6 +251,11 @@ class HttpApi:
             group = await lag.measure_lag(
                 self.settings.bootstrap_servers, self.settings.app_id, LAG_TOPICS, timeout=HEALTH_TIMEOUT
             )
+        except COORDINATOR_PENDING as exc:
+            # The broker answered; the group's coordinator is not ready yet (Apache Kafka creates
+            # __consumer_offsets on the first request, and moves coordinators on failover).
+            # The lag is unknown for a moment, which is no reason to take this process out.
+            return {"ok": True, "lag": None, "lag_error": str(exc) or type(exc).__name__}
         except (KafkaError, OSError, TimeoutError) as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
         return {"ok": True, "lag": {"group": group.group, "total": group.total, "topics": group.by_topic()}}
