@@ -44,7 +44,8 @@ def broker_command(port: int, host: str = "127.0.0.1", advertised_port: int | No
     ]
 
 
-def _can_bind(host: str, port: int) -> bool:
+def can_bind(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port right now (a bind succeeds)."""
     with socket.socket() as sock:
         try:
             sock.bind((host, port))
@@ -84,7 +85,7 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> EmbeddedBroker:
-        if self.port and not _can_bind(self.host, self.port):
+        if self.port and not can_bind(self.host, self.port):
             # Else the wait below would find the other listener and take it for ours.
             raise UserError(f"cannot listen on {self.host}:{self.port}: the port is in use")
         self.port = self.port or free_port(self.host)

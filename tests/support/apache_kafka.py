@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtdstream.broker import wait_for_port
+from rtdstream.broker import can_bind, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_BROKER = REPO / "scripts" / "kafka-broker"
@@ -25,18 +25,9 @@ def free_port_range(count: int, host: str = "127.0.0.1") -> int:
         with socket.socket() as probe:
             probe.bind((host, 0))
             base = int(probe.getsockname()[1])
-        if base + count <= 65536 and all(_is_free(host, port) for port in range(base, base + count)):
+        if base + count <= 65536 and all(can_bind(host, port) for port in range(base, base + count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports on {host}")
-
-
-def _is_free(host: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
