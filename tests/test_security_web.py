@@ -88,11 +88,18 @@ async def test_invalid_packets_oversized_messages_and_floods_cut_off_only_the_se
         assert not await stranger.collect(1)
         await stranger.close()
 
-        # A 2 MB message: the websocket is closed with 1009 (message too big).
+        # A 2 MB message: the websocket is closed with 1009 (message too big). The server decides on
+        # the frame's header and closes at once; when that lands while the client is still writing
+        # the 2 MB, the client sees the reset instead of the close frame (seen once in CI). Either
+        # way the server refused the message unread; the healthy client below proves it still serves.
         big = await RawSocket.open(http, url)
-        await big.send('42["subscribe","' + "x" * 2_000_000 + '"]')
-        assert await big.collect(5)
-        assert big.ws.close_code == 1009
+        try:
+            await big.send('42["subscribe","' + "x" * 2_000_000 + '"]')
+        except ConnectionError:
+            pass
+        else:
+            assert await big.collect(5)
+            assert big.ws.close_code == 1009
         # ... and a 2 MB polling POST gets 413, and its session is closed.
         async with http.get(f"{url}/socket.io/?EIO=4&transport=polling") as response:
             sid = (await response.text()).split('"sid":"')[1].split('"')[0]
