@@ -47,7 +47,9 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 HEALTH_TIMEOUT = 3.0
 #: A broker that answers but has no coordinator for the worker group yet, or is moving it.
-COORDINATOR_PENDING = (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
+COORDINATOR_PENDING = (
+    GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError,
+)
 #: Seconds a /healthz answer about the broker and the database is served before it is checked again.
 HEALTH_INTERVAL = 1.0
 QUERY_TIMEOUT = 10.0
