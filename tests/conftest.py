@@ -30,13 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker | ApacheKafka]:
+def broker(request: pytest.FixtureRequest) -> Iterator[EmbeddedBroker | ApacheKafka]:
     """A fresh broker per test, so no topic or group leaks between tests.
 
     The embedded one (in memory, starts in milliseconds) unless RTD_TEST_BROKER=kafka, which
-    gives each test a one-node Apache Kafka of its own instead (about 5 s more per test).
+    gives each test a one-node Apache Kafka of its own instead (about 5 s more per test): the
+    test's ``apache_kafka``, so a test that asks for both gets one cluster, not two on one folder.
     """
-    with EmbeddedBroker() if TEST_BROKER == "embedded" else ApacheKafka(tmp_path / "kafka") as running:
+    if TEST_BROKER == "kafka":
+        yield request.getfixturevalue("apache_kafka")
+        return
+    with EmbeddedBroker() as running:
         yield running
 
 
