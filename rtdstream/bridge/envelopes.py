@@ -4,7 +4,16 @@ One Kafka message per reading caps a Faust worker at a few thousand readings a
 second; an envelope of a hundred readings moves that cap past a hundred
 thousand (README, Bridge). An envelope is flushed when it holds
 ``max_batch`` readings or ``max_bytes`` of JSON (below the broker's message
-limit), or when its oldest reading has waited ``linger`` seconds.
+limit), or when it falls due.
+
+**Linger only under load.** A source's envelope falls due at once when the
+source's previous envelope left at least ``linger`` ago, else ``linger`` after
+that one: a leading-edge throttle, as a TCP stack corks only while data is
+outstanding. A sensor at one reading a second pays no wait at all (a fixed
+linger made every reading of the original's rate wait its full 50 ms), while
+a busy source still sends at most one envelope per ``linger``, so the message
+rate the worker pays for per message stays bounded by sources / linger
+whatever the reading rate.
 
 Delivery is bounded: at most ``max_in_flight`` messages wait for the broker's
 acknowledgement. When the broker is away, :meth:`EnvelopeProducer.add` blocks,
@@ -54,12 +63,13 @@ def build_envelope(source: str, raws: list[bytes]) -> bytes:
 class _Pending:
     """Readings of one source waiting for their envelope to fill."""
 
-    __slots__ = ("raws", "size", "started", "max_time")
+    __slots__ = ("raws", "size", "due", "max_time")
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, due: float) -> None:
         self.raws: list[bytes] = []
         self.size = 0
-        self.started = started
+        #: Loop time at which the envelope ships, full or not.
+        self.due = due
         self.max_time = -1
 
 
@@ -84,6 +94,8 @@ class EnvelopeProducer:
         self._max_bytes = max_bytes
         self._stats = stats
         self._pending: dict[str, _Pending] = {}
+        #: Loop time each source's last envelope shipped (only those within the last ``linger`` matter).
+        self._shipped_at: dict[str, float] = {}
         #: Set while an envelope is pending: the linger task sleeps on it when there is none.
         self._has_pending = asyncio.Event()
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -107,15 +119,27 @@ class EnvelopeProducer:
         """Queue one reading (``time`` feeds the resume positions); waits when the broker is behind."""
         self._raise_if_refused()
         pending = self._pending.get(source)
+        due_now = False
         if pending is None:
-            pending = self._pending[source] = _Pending(asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            pending = self._pending[source] = _Pending(self._due_time(source, now))
+            due_now = pending.due <= now
             self._has_pending.set()
         pending.raws.append(raw)
         pending.size += len(raw) + 1
         if time is not None and time > pending.max_time:
             pending.max_time = time
-        if len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes:
+        if due_now or len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes:
             await self._ship(source)
+
+    def _due_time(self, source: str, now: float) -> float:
+        """Now if the source shipped nothing in the last ``linger``, else ``linger`` after its last envelope."""
+        shipped_at = self._shipped_at.get(source)
+        return now if shipped_at is None else max(now, shipped_at + self._linger)
+
+    def waiting(self) -> dict[str, int]:
+        """Readings per source that wait for their envelope to fall due or fill."""
+        return {source: len(pending.raws) for source, pending in self._pending.items()}
 
     async def send_raw(self, key: str | None, value: bytes, topic: str) -> None:
         """Produce one message outside the batching (dead letters)."""
@@ -144,7 +168,7 @@ class EnvelopeProducer:
         await self.flush()
 
     async def _flush_lingering(self) -> None:
-        """Ship each envelope when it is ``linger`` old, waking when the oldest one is due.
+        """Ship each envelope when it falls due, waking when the first one does.
 
         A fixed tick of ``linger`` would ship an envelope started just after a
         tick only at the tick after next: up to twice the linger (measured: 35 ms
@@ -155,10 +179,10 @@ class EnvelopeProducer:
             if not self._pending:
                 self._has_pending.clear()
                 await self._has_pending.wait()
-            oldest = min(pending.started for pending in self._pending.values())
-            await asyncio.sleep(max(0.0, oldest + self._linger - loop.time()))
+            first = min(pending.due for pending in self._pending.values())
+            await asyncio.sleep(max(0.0, first - loop.time()))
             now = loop.time()
-            for source in [s for s, p in self._pending.items() if now - p.started >= self._linger]:
+            for source in [s for s, p in self._pending.items() if p.due <= now]:
                 await self._ship(source)
 
     async def _ship(self, source: str) -> None:
@@ -173,7 +197,15 @@ class EnvelopeProducer:
         if batch is None:  # shipped by another path while we waited
             self._slots.release()
             return
+        self._note_shipped(source)
         self._start_delivery(self._deliver_envelope(source, batch.raws, batch.max_time))
+
+    def _note_shipped(self, source: str) -> None:
+        """Remember when ``source`` shipped; forget sources quiet for longer than ``linger`` (ids are unbounded)."""
+        now = asyncio.get_running_loop().time()
+        self._shipped_at[source] = now
+        if len(self._shipped_at) > 2 * len(self._pending) + 1024:
+            self._shipped_at = {s: t for s, t in self._shipped_at.items() if now - t < self._linger}
 
     def paused_for(self) -> float | None:
         """Seconds the bridge has waited for the broker to acknowledge anything; None when it is not waiting."""
