@@ -59,6 +59,12 @@ def encode_batch(batch: ReadingBatch) -> bytes:
     )
 
 
+def encode_envelope(batch: ReadingBatch) -> bytes:
+    """An ``rtd.readings`` message as the bridge writes it: ``{"source": s, "readings": [{time, speed}, ...]}``."""
+    readings = [{"time": time, "speed": speed} for time, speed in zip(batch.times, batch.speeds)]
+    return orjson.dumps({"source": batch.source, "readings": readings})
+
+
 def encode_tick(tick: IdleTick) -> bytes:
     return orjson.dumps({"tick": {"partition": tick.partition, "max_time": tick.max_time}})
 

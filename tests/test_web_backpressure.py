@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker
-from rtdstream.models import ReadingBatch, encode_batch
+from rtdstream.models import ReadingBatch, encode_envelope
 from tests.support.processes import ProcessGroup
 from tests.support.web import RecordingClient, metric_samples, now_ms, produce_readings, start_web
 
@@ -85,7 +85,7 @@ async def test_a_stalled_client_is_cut_off_and_others_keep_receiving(
             time_ms = t0 + 1 + tick
             for source in SOURCES:
                 batch = ReadingBatch(source, [time_ms], [tick % 50])
-                await producer.send(topics.VALIDATED, encode_batch(batch), key=source.encode())
+                await producer.send(topics.READINGS, encode_envelope(batch), key=source.encode())
             peak = max(peak, server.memory_info().rss)
             healthy_counts.append(sum(len(b["time"]) for b in healthy.of("readings")))
             await asyncio.sleep(max(0.0, TICK - (loop.time() - started)))

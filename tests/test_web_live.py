@@ -140,6 +140,48 @@ async def test_new_data_keeps_the_original_payload_and_a_client_can_opt_out(
     await typed.disconnect()
 
 
+async def test_live_readings_come_from_rtd_readings_validated_by_the_web_view_itself(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    # No worker runs: what reaches the clients was validated by the web view on its one hop.
+    _, url = start_web(processes, rtd_env)
+    client = RecordingClient()
+    await client.connect(url)
+    t0 = now_ms()
+    await produce_keyed(broker.bootstrap_servers, topics.READINGS, [
+        (b"s1", orjson.dumps({"time": str(t0), "speed": "-3"})),  # negative speed: rejected
+        (b"s1", orjson.dumps({"time": "yesterday", "speed": "3"})),  # no time: rejected
+        (b"s1", b"{not json"),
+        (b"s1", orjson.dumps({"source": "s1", "readings": [{"time": t0, "speed": 4}, {"time": t0 + 1, "speed": -1}]})),
+        (b"s1", orjson.dumps({"time": str(t0 + 2), "speed": "16"})),  # the original's shape, one reading
+    ])
+    await client.wait_for(lambda: client.of("newData")[-1:] == [{"time": str(t0 + 2), "speed": "16"}])
+    assert client.of("newData") == [{"time": str(t0), "speed": "4"}, {"time": str(t0 + 2), "speed": "16"}]
+    await client.disconnect()
+
+
+async def test_a_quiet_source_s_batch_leaves_at_once_and_a_busy_one_waits_for_the_interval(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, {**rtd_env, "RTD_LIVE_BATCH_INTERVAL": "1h"})
+    t0 = now_ms()
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0], [1])])
+    client = RecordingClient()
+    await client.connect(url)
+    await client.wait_for(lambda: bool(client.of("sources")))
+    assert (await client.sio.call("subscribe", "s1"))["ok"]
+    # the source sent no batch in the last hour: its reading's batch leaves at once, not an hour later
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0 + 1], [2])])
+    await client.wait_for(lambda: bool(client.of("readings")))
+    assert client.of("readings") == [{"source": "s1", "time": [t0 + 1], "speed": [2]}]
+    # the next one waits for the interval; its live `reading`, sent after the batch decision, proves it was made
+    await asyncio.sleep(0.15)  # past RTD_LIVE_MAX_RATE's 100 ms, so the live event is not coalesced
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0 + 2], [3])])
+    await client.wait_for(lambda: {"source": "s1", "time": t0 + 2, "speed": 3} in client.of("reading"))
+    assert client.of("readings") == [{"source": "s1", "time": [t0 + 1], "speed": [2]}]
+    await client.disconnect()
+
+
 async def test_a_fast_source_is_coalesced_live_but_batches_carry_every_reading(
     broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
 ) -> None:

@@ -8,7 +8,10 @@ Events (see README, "Web view"):
   source per second: a faster source is coalesced to its newest value. At the
   original simulator's one reading a second every reading goes out, at once.
 - ``readings``: every reading, in batches ``{source, time: [...], speed: [...]}``
-  every ``RTD_LIVE_BATCH_INTERVAL`` to the subscribers of the source.
+  to the subscribers of the source: at once when the source's previous batch
+  left at least ``RTD_LIVE_BATCH_INTERVAL`` ago, else at the next tick. A quiet
+  source's readings wait for nothing; a busy one's are batched, at most about
+  two batches per interval.
 - ``window``: each final aggregate from rtd.windows, to the subscribers.
 - ``partial``: open-window values ``{source, windows}``, rate-limited like ``reading``.
 - ``sources``: ``[{source, time, speed}]``, all known sources to a client that
@@ -59,11 +62,14 @@ class LiveHub:
         if self.sources.get(batch.source) is None:
             self._new_sources.add(batch.source)
         state = self.sources.add_batch(batch)
+        now = time.monotonic()
         if self._manager.has_participants(source_room(batch.source)):
             state.batch_times.extend(batch.times)
             state.batch_speeds.extend(batch.speeds)
-            self._waiting.add(batch.source)
-        now = time.monotonic()
+            if now - state.batch_sent_at >= self.batch_interval:
+                await self._send_batch(state, now)
+            else:
+                self._waiting.add(batch.source)
         due, replaced = state.live.offer((batch.times[-1], batch.speeds[-1]), now)
         coalesced = len(batch) - 1 + replaced
         if coalesced:
@@ -110,19 +116,23 @@ class LiveHub:
 
     async def _flush_source(self, state: SourceState, now: float) -> None:
         if state.batch_times:
-            times, speeds = state.take_batch()
-            await self.sio.emit(
-                "readings", {"source": state.source, "time": times, "speed": speeds}, room=source_room(state.source)
-            )
-            now_ms = time.time() * 1000
-            for reading_time in times:
-                _LATENCY_BATCH.observe((now_ms - reading_time) / 1000)
+            await self._send_batch(state, now)
         reading = state.live.take_due(now)
         if reading is not None:
             await self._push_reading(state.source, *reading)
         partial = state.partials.take_due(now)
         if partial is not None:
             await self.sio.emit("partial", partial, room=source_room(state.source))
+
+    async def _send_batch(self, state: SourceState, now: float) -> None:
+        times, speeds = state.take_batch()
+        state.batch_sent_at = now
+        await self.sio.emit(
+            "readings", {"source": state.source, "time": times, "speed": speeds}, room=source_room(state.source)
+        )
+        now_ms = time.time() * 1000
+        for reading_time in times:
+            _LATENCY_BATCH.observe((now_ms - reading_time) / 1000)
 
     async def _push_reading(self, source: str, reading_time: int, speed: Speed) -> None:
         await self.sio.emit("reading", {"source": source, "time": reading_time, "speed": speed}, room=source_room(source))

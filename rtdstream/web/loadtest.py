@@ -1,8 +1,9 @@
 """Load and latency measurement of a running web view: many Socket.IO clients, readings at a set rate.
 
-Readings go straight onto rtd.validated stamped with the current time, so the
+Readings go straight onto rtd.readings stamped with the current time, so the
 latency measured (reading time -> arrival at a client) is the web view's own
-share of the pipeline plus one Kafka hop. Most clients are light: raw
+share of the pipeline plus one Kafka hop (the web view's live path has no
+other). Most clients are light: raw
 websockets that subscribe to every source and read every frame without
 decoding it, as a browser tab would; a few are python-socketio clients that
 decode the ``readings`` batches and record each reading's latency. The report
@@ -38,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
-from rtdstream.models import ReadingBatch, encode_batch
+from rtdstream.models import ReadingBatch, encode_envelope
 
 #: How often each source sends a message: the rate is spread over these ticks.
 TICK = 0.01
@@ -119,7 +120,7 @@ async def produce_load(bootstrap: str, sources: list[str], rate: float, seconds:
             now = int(time.time() * 1000)
             for source, count in counts.items():
                 batch = ReadingBatch(source, [now] * count, [count % 50] * count)
-                await producer.send(topics.VALIDATED, encode_batch(batch), key=source.encode())
+                await producer.send(topics.READINGS, encode_envelope(batch), key=source.encode())
             sent += due
             await asyncio.sleep(TICK)
         await producer.flush()

@@ -64,6 +64,8 @@ class SourceState:
     #: Readings waiting for the next ``readings`` batch event (only while someone subscribes).
     batch_times: list[int] = field(default_factory=list)
     batch_speeds: list[Speed] = field(default_factory=list)
+    #: Monotonic time the last ``readings`` batch of this source left.
+    batch_sent_at: float = float("-inf")
 
     def add(self, times: Iterable[int], speeds: Iterable[Speed]) -> None:
         for time, speed in zip(times, speeds):

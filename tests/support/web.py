@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtdstream import topics
 from rtdstream.broker import free_port
-from rtdstream.models import ReadingBatch, encode_batch
+from rtdstream.models import ReadingBatch, encode_envelope
 from tests.support.processes import Proc, ProcessGroup
 
 FEED_READY = r"web feed reading \d+ partitions"
@@ -46,8 +46,8 @@ async def produce_keyed(bootstrap: str, topic: str, records: Iterable[tuple[byte
 
 
 async def produce_readings(bootstrap: str, batches: Iterable[ReadingBatch]) -> None:
-    """Put validated batches on rtd.validated, as the validation agent would."""
-    await produce_keyed(bootstrap, topics.VALIDATED, ((b.source.encode(), encode_batch(b)) for b in batches))
+    """Put envelopes on rtd.readings, as the bridge would (the web view reads its live readings there)."""
+    await produce_keyed(bootstrap, topics.READINGS, ((b.source.encode(), encode_envelope(b)) for b in batches))
 
 
 async def produce_json(bootstrap: str, topic: str, records: Iterable[dict[str, Any]]) -> None:
