@@ -115,8 +115,8 @@ async def web(self: AppCommand, port: int | None, host: str) -> None:
 
 @app.command(
     option("--rate", type=float, default=None, help="Readings per second offered in all [default: 5000; 20000 with --soak]"),
-    option("--sources", type=int, default=None, help="Simulated sensors [default: one per 500 readings/s, at least 10]"),
-    option("--duration", type=float, default=None, help="Seconds of load, warm-up included [default: 30; 600 with --soak]"),
+    option("--sources", type=int, default=None, help="Simulated sensors [default: one per 500 readings/s, at least 10, but none slower than 1/s]"),
+    option("--duration", type=float, default=None, help="Seconds of load, warm-up included [default: 30, longer below 10/s so that 200 readings are measured; 600 with --soak]"),
     option("--warmup", type=float, default=None, help="Seconds left out of the figures [default: 10; 30 with --soak]"),
     option("--clients", type=int, default=10, show_default=True, help="Socket.IO clients subscribed to every source"),
     option("--measuring", type=int, default=2, show_default=True, help="Clients (of --clients) that decode and time every reading"),

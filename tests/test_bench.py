@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rtdstream.bench.histogram import Histogram
+from rtdstream.bench.options import BenchOptions, options_from_command_line
 from tests.support.mariadb import MariaDB
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -135,3 +136,19 @@ def test_latency_percentiles_are_exact_at_millisecond_resolution() -> None:
     first.merge(second)
     assert first.summary() == {"count": 100, "p50_ms": 50, "p95_ms": 95, "p99_ms": 99, "max_ms": 100}
     assert Histogram().summary()["p99_ms"] is None
+
+
+def plain_run(**flags: float | None) -> BenchOptions:
+    given = {"rate": None, "duration": None, "warmup": None} | flags
+    return options_from_command_line(
+        **given, soak=False, ramp=False, ramp_factor=1.5, ramp_max=100_000, ramp_step=20, max_p99=500, max_lag=10
+    )
+
+
+def test_a_low_rate_run_measures_enough_readings_from_sensors_no_slower_than_the_original() -> None:
+    at_one = plain_run(rate=1)
+    assert (at_one.source_count, at_one.duration) == (1, 210)  # 10 s warm-up + 200 readings at 1/s
+    assert (plain_run(rate=4).source_count, plain_run(rate=4).duration) == (4, 60)
+    assert (plain_run().source_count, plain_run().duration) == (10, 30)  # the default run is unchanged
+    assert plain_run(rate=50_000).source_count == 100
+    assert plain_run(rate=1, duration=40).duration == 40  # an explicit --duration wins

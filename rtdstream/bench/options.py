@@ -11,6 +11,9 @@ from rtdstream.errors import UserError
 #: Above about a thousand readings a second per source, the simulator's strictly increasing
 #: times run ahead of the wall clock and latencies stop meaning anything; 500 leaves room.
 READINGS_PER_SOURCE = 500
+#: Readings a plain run measures at least when no --duration is given: at --rate 1 the default
+#: 30 s would leave 20 after warm-up, too few for a p99 (it would be the maximum of a handful).
+MIN_MEASURED_READINGS = 200
 #: The local MariaDB that scripts/ensure-mariadb sets up; the benchmark creates its own database there.
 DEFAULT_SERVER_URL = "mysql+aiomysql://root@127.0.0.1:3306"
 
@@ -44,7 +47,8 @@ class RampOptions:
 @dataclass(frozen=True)
 class BenchOptions:
     rate: float = 5_000.0
-    #: Simulated sensors; None: enough for at most READINGS_PER_SOURCE readings/s each (10 at least).
+    #: Simulated sensors; None: enough for at most READINGS_PER_SOURCE readings/s each, and 10 at
+    #: least, but none slower than one reading a second (at --rate 1, one sensor, as the original).
     sources: int | None = None
     duration: float = 30.0
     warmup: float = 10.0
@@ -64,7 +68,7 @@ class BenchOptions:
 
     def sources_for(self, rate: float) -> int:
         """Sensors for ``rate``: ``--sources``, or enough that none is faster than READINGS_PER_SOURCE."""
-        return self.sources or max(10, math.ceil(rate / READINGS_PER_SOURCE))
+        return self.sources or max(min(10, math.ceil(rate)), math.ceil(rate / READINGS_PER_SOURCE))
 
     @property
     def source_count(self) -> int:
@@ -112,6 +116,10 @@ def options_from_command_line(
     defaults = SOAK_DEFAULTS if soak else PLAIN_DEFAULTS
     rate = defaults["rate"] if rate is None else rate
     warmup = (5.0 if ramp else defaults["warmup"]) if warmup is None else warmup
+    if duration is None:
+        duration = defaults["duration"]
+        if not soak and not ramp and rate > 0:
+            duration = max(duration, warmup + MIN_MEASURED_READINGS / rate)
     ramp_options = (
         RampOptions(start=rate, factor=ramp_factor, max_rate=ramp_max, step=ramp_step, max_p99_ms=max_p99,
                     max_lag_s=max_lag)
@@ -119,7 +127,7 @@ def options_from_command_line(
     )
     return BenchOptions(
         rate=rate,
-        duration=defaults["duration"] if duration is None else duration,
+        duration=duration,
         warmup=warmup,
         soak=soak,
         ramp=ramp_options,
