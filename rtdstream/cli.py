@@ -20,7 +20,7 @@ from rtdstream.broker import run_in_foreground
 from rtdstream.dev import DevOptions, run_dev
 from rtdstream.runtime import configure_logging, run_main
 from rtdstream.serve import serve_until_stopped
-from rtdstream.sim.server import Simulator
+from rtdstream.sim.server import SPEED_MODELS, Simulator
 
 
 class RtdCommand(AppCommand):
@@ -42,11 +42,15 @@ class RtdCommand(AppCommand):
     option("--sources", type=int, default=1, show_default=True,
            help="Independent sensors; above 1 each record carries a source field"),
     option("--seed", type=int, default=None, help="Random seed for repeatable speeds"),
+    option("--speeds", type=click.Choice(SPEED_MODELS), default="uniform", show_default=True,
+           help="uniform: a fresh 0-50 for each record, as the original; walk: a random walk"),
     base=RtdCommand,
 )
-async def sim(self: AppCommand, port: int | None, host: str, rate: float, sources: int, seed: int | None) -> None:
+async def sim(
+    self: AppCommand, port: int | None, host: str, rate: float, sources: int, seed: int | None, speeds: str
+) -> None:
     """Serve simulated readings at GET /stream, like the original rtd-sim."""
-    simulator = Simulator(rate=rate, sources=sources, seed=seed)
+    simulator = Simulator(rate=rate, sources=sources, seed=seed, speeds=speeds)
     await serve_until_stopped(simulator.make_app(), host=host, port=port or settings.port or 3000, name="simulator")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from rtdstream.broker import free_port
-from rtdstream.sim.server import Simulator
+from rtdstream.sim.server import Sensor, Simulator
 
 ORIGINAL_RECORD = re.compile(rb'^\{"time":"\d{13}","speed":"(\d|[1-4]\d|50)"\}\n$')
 
@@ -199,3 +200,20 @@ async def test_a_bad_since_parameter_is_a_400(running_sim) -> None:
     client, status, _ = await RawHttp.get(port, "/stream?session=x&since=yesterday")
     client.close()
     assert status == 400
+
+
+def speeds_of(model: str, count: int = 500) -> list[int]:
+    sensor = Sensor(None, random.Random(7), model)
+    return [int(orjson.loads(sensor.next_record(1_795_625_575_478))["speed"]) for _ in range(count)]
+
+
+def test_speeds_are_a_fresh_uniform_draw_by_default_and_a_random_walk_on_request() -> None:
+    uniform, walk = speeds_of("uniform"), speeds_of("walk")
+    # the original draws each record's speed anew from 0-50: every value turns up, jumps are common
+    assert set(uniform) == set(range(51))
+    assert sum(abs(b - a) > 3 for a, b in zip(uniform, uniform[1:])) > 300
+    # the walk moves at most 3 a step
+    assert all(abs(b - a) <= 3 for a, b in zip(walk, walk[1:])) and 0 <= min(walk) and max(walk) <= 50
+    assert Simulator().speeds == "uniform"
+    with pytest.raises(ValueError, match="speeds must be one of uniform, walk"):
+        Simulator(speeds="sine")

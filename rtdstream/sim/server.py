@@ -45,12 +45,19 @@ STREAM_HEADERS = {
 }
 
 
-class Sensor:
-    """One simulated source: a random walk of integer speeds, strictly increasing times."""
+#: How a sensor's speeds are drawn: ``uniform`` as the original (a fresh integer in 0-50 for every
+#: record, what its frontend's gauge is made for), ``walk`` a random walk of steps of at most 3
+#: (smoother charts, and windows whose aggregates move slowly).
+SPEED_MODELS = ("uniform", "walk")
 
-    def __init__(self, name: str | None, rng: random.Random) -> None:
+
+class Sensor:
+    """One simulated source: integer speeds (see :data:`SPEED_MODELS`), strictly increasing times."""
+
+    def __init__(self, name: str | None, rng: random.Random, speeds: str = "uniform") -> None:
         self.name = name
         self._rng = rng
+        self._walk = speeds == "walk"
         self._speed = rng.randint(SPEED_MIN, SPEED_MAX)
         self.last_time = 0
 
@@ -62,7 +69,10 @@ class Sensor:
     def next_record(self, now_ms: int) -> bytes:
         """The next record as one JSON line, in the original field order."""
         self.last_time = max(now_ms, self.last_time + 1)
-        self._speed = min(SPEED_MAX, max(SPEED_MIN, self._speed + self._rng.randint(-3, 3)))
+        if self._walk:
+            self._speed = min(SPEED_MAX, max(SPEED_MIN, self._speed + self._rng.randint(-3, 3)))
+        else:
+            self._speed = self._rng.randint(SPEED_MIN, SPEED_MAX)
         record = {"time": str(self.last_time), "speed": str(self._speed)}
         if self.name is not None:
             record["source"] = self.name
@@ -99,13 +109,18 @@ class Session:
 class Simulator:
     """The simulator's web application; each connection (or session) has its own sensors and timer."""
 
-    def __init__(self, rate: float = 1.0, sources: int = 1, seed: int | None = None) -> None:
+    def __init__(
+        self, rate: float = 1.0, sources: int = 1, seed: int | None = None, speeds: str = "uniform"
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         if sources < 1:
             raise ValueError("sources must be at least 1")
+        if speeds not in SPEED_MODELS:
+            raise ValueError(f"speeds must be one of {', '.join(SPEED_MODELS)}")
         self.rate = rate
         self.sources = sources
+        self.speeds = speeds
         self._rng = random.Random(seed)
         self._connections: set[_Connection] = set()
         self._sessions: dict[str, Session] = {}
@@ -125,9 +140,11 @@ class Simulator:
     def _new_session(self, resumable: bool) -> Session:
         seeds = [self._rng.random() for _ in range(self.sources)]
         if self.sources == 1:
-            sensors = [Sensor(None, random.Random(seeds[0]))]
+            sensors = [Sensor(None, random.Random(seeds[0]), self.speeds)]
         else:
-            sensors = [Sensor(f"sensor-{i}", random.Random(seed)) for i, seed in enumerate(seeds, start=1)]
+            sensors = [
+                Sensor(f"sensor-{i}", random.Random(seed), self.speeds) for i, seed in enumerate(seeds, start=1)
+            ]
         log_size = min(REPLAY_MAX_RECORDS, max(1000, int(self.rate * REPLAY_SECONDS))) if resumable else 0
         return Session(sensors, log_size)
 
