@@ -160,8 +160,9 @@ class Settings(BaseSettings):
     )
     bridge_linger: Duration = Field(
         0.05, validation_alias="RTD_BRIDGE_LINGER",
-        description="Longest a reading waits in the bridge for its envelope to fill: the trade-off between "
-        "latency and per-message cost (README, Performance).",
+        description="Shortest interval between two envelopes of one source: a source that sent none in the "
+        "last interval ships at once, a busier one's readings wait up to this long and go together, so the "
+        "message rate stays at most sources / linger (README, Performance).",
     )
     max_line_bytes: int = Field(
         65536, validation_alias="RTD_MAX_LINE_BYTES", ge=64,
@@ -188,7 +189,8 @@ class Settings(BaseSettings):
     )
     validate_within: Duration = Field(
         0.01, validation_alias="RTD_VALIDATE_WITHIN", gt=0,
-        description="Longest the validation agent waits to fill a batch (added to the latency of a quiet stream).",
+        description="Longest the validation agent waits to fill a batch (added to the latency of storage and "
+        "windows, not of the live view, which validates rtd.readings itself).",
     )
     sink_batch: int = Field(
         200, validation_alias="RTD_SINK_BATCH", ge=1,
@@ -207,9 +209,15 @@ class Settings(BaseSettings):
         description="Most per-reading live events (newData, reading, partial) per source per second; "
         "faster sources are coalesced to their latest value (the `readings` batch event carries all).",
     )
+    newdata_source: str | None = Field(
+        None, validation_alias="RTD_NEWDATA_SOURCE",
+        description="The source whose readings `newData` carries (the original system had one sensor, and its "
+        "frontend one gauge). Unset: the smallest source id the web view knows, stored or live.",
+    )
     live_batch_interval: Duration = Field(
         0.02, validation_alias="RTD_LIVE_BATCH_INTERVAL",
-        description="How often the web view sends each subscriber the `readings` batch of every source.",
+        description="Shortest interval between two `readings` batches of a source: a source whose last batch "
+        "left longer ago gets its readings out at once, a busier one waits up to this long.",
     )
     live_history: int = Field(
         120, validation_alias="RTD_LIVE_HISTORY", ge=0, le=10_000,
@@ -263,6 +271,15 @@ class Settings(BaseSettings):
     def _blank_token_is_unset(cls, value: str | None) -> str | None:
         # `RTD_AUTH_TOKEN=` (as .env templates write it) means no token, for Socket.IO and REST alike.
         return value or None
+
+    @field_validator("newdata_source")
+    @classmethod
+    def _check_newdata_source(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not is_valid_source_id(value):
+            raise ValueError(f"{value!r} is not a source id")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -61,6 +61,7 @@ def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path) -> None:
     ("PORT", "70000", "less than or equal to 65535"),
     ("RTD_PARTITIONS", "0", "greater than or equal to 1"),
     ("RTD_LEGACY_TABLE", "perhaps", "boolean"),
+    ("RTD_NEWDATA_SOURCE", "two words", "not a source id"),
 ])
 def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str) -> None:
     monkeypatch.setenv(name, value)

@@ -79,12 +79,51 @@ async def test_subscribe_acks_last_value_history_and_routes_events_by_source(
     await asyncio.sleep(0.5)  # anything for s2 would have arrived by now
     assert client.of("readings") == [{"source": "s1", "time": [t1], "speed": [12]}]
     assert client.of("reading") == [{"source": "s1", "time": t1, "speed": 12}]
-    # newData goes to everyone, for every source, in the original shape
-    assert sorted(client.of("newData"), key=lambda d: d["speed"]) == [
-        {"time": str(t1), "speed": "12"},
-        {"time": str(t1), "speed": "21"},
-    ]
+    # newData goes to everyone, in the original shape, for one source: here the smallest id
+    assert client.of("newData") == [{"time": str(t1), "speed": "12"}]
     await client.disconnect()
+
+
+async def store_readings(database_url: str, readings: list[tuple[str, int, float]]) -> None:
+    engine = create_engine(database_url, writer=True)
+    await upgrade(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(schema.readings),
+            [{"source": s, "time": t, "speed": v, "ingested_at": schema.utc_now()} for s, t, v in readings],
+        )
+    await engine.dispose()
+
+
+async def test_new_data_carries_the_configured_source_else_the_smallest_known_id(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    t0 = now_ms()
+    await store_readings(rtd_env["RTD_DATABASE_URL"], [("c", t0 - 5000, 1.0), ("b", t0 - 5000, 2.0)])
+    _, url = start_web(processes, rtd_env)
+    _, configured_url = start_web(processes, {**rtd_env, "RTD_NEWDATA_SOURCE": "c"}, name="web-c")
+    legacy, configured = RecordingClient(), RecordingClient()
+    await legacy.connect(url)
+    await configured.connect(configured_url)
+
+    async def send_and_settle(batches: list[ReadingBatch], marker: str) -> None:
+        # A new source's `sources` event leaves after the newData decisions of everything read before it.
+        await produce_readings(broker.bootstrap_servers, batches)
+        await produce_readings(broker.bootstrap_servers, [ReadingBatch(marker, [t0], [0])])
+        for client in (legacy, configured):
+            await client.wait_for(lambda c=client: any(marker in {r["source"] for r in e} for e in c.of("sources")))
+
+    # b is the smallest stored id: a restarted web view picks the same source as before
+    await send_and_settle([ReadingBatch("c", [t0], [3]), ReadingBatch("b", [t0], [4])], "x1")
+    assert legacy.of("newData") == [{"time": str(t0), "speed": "4"}]
+    assert configured.of("newData") == [{"time": str(t0), "speed": "3"}]
+    # a smaller id that appears later takes over; the configured source stays
+    await send_and_settle([ReadingBatch("a", [t0 + 1], [5])], "x2")
+    await send_and_settle([ReadingBatch("b", [t0 + 1], [6])], "x3")
+    assert legacy.of("newData")[1:] == [{"time": str(t0 + 1), "speed": "5"}]
+    assert configured.of("newData") == [{"time": str(t0), "speed": "3"}]
+    for client in (legacy, configured):
+        await client.disconnect()
 
 
 async def test_window_and_partial_events_reach_only_subscribers(

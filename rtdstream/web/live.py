@@ -3,8 +3,10 @@
 Events (see README, "Web view"):
 
 - ``newData``: the original backend's payload ``{"time": "<ms>", "speed": "<n>"}``
-  to every client that did not opt out, and ``reading`` ``{source, time, speed}``
-  to the subscribers of the source. Both at most ``RTD_LIVE_MAX_RATE`` per
+  of one source (``RTD_NEWDATA_SOURCE``, else the smallest known source id) to
+  every client that did not opt out: the original had one sensor, and its
+  frontend's single gauge would jump between sources. ``reading``
+  ``{source, time, speed}`` goes to the subscribers of each source. Both at most ``RTD_LIVE_MAX_RATE`` per
   source per second: a faster source is coalesced to its newest value. At the
   original simulator's one reading a second every reading goes out, at once.
 - ``readings``: every reading, in batches ``{source, time: [...], speed: [...]}``
@@ -47,10 +49,14 @@ def source_room(source: str) -> str:
 class LiveHub:
     """Pushes what the feed brings to the clients that want it."""
 
-    def __init__(self, sio: socketio.AsyncServer, sources: SourceTable, *, batch_interval: float) -> None:
+    def __init__(
+        self, sio: socketio.AsyncServer, sources: SourceTable, *, batch_interval: float, newdata_source: str | None
+    ) -> None:
         self.sio = sio
         self.sources = sources
         self.batch_interval = batch_interval
+        #: Set: newData carries this source; None: the smallest source id known (:attr:`SourceTable.first_id`).
+        self.newdata_source = newdata_source
         self._manager: BackpressureManager = sio.manager
         #: Sources with something waiting for the next tick.
         self._waiting: set[str] = set()
@@ -136,5 +142,6 @@ class LiveHub:
 
     async def _push_reading(self, source: str, reading_time: int, speed: Speed) -> None:
         await self.sio.emit("reading", {"source": source, "time": reading_time, "speed": speed}, room=source_room(source))
-        await self.sio.emit("newData", legacy_payload(reading_time, speed), room=NEWDATA_ROOM)
+        if source == (self.newdata_source or self.sources.first_id):
+            await self.sio.emit("newData", legacy_payload(reading_time, speed), room=NEWDATA_ROOM)
         _LATENCY_LIVE.observe(time.time() - reading_time / 1000)

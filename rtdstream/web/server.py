@@ -66,7 +66,9 @@ class WebView:
         metrics.WEB_SESSIONS.set_function(lambda: len(self.sio.eio.sockets))
         metrics.WEB_ROOMS.set_function(lambda: sum(len(rooms) for rooms in self.manager.rooms.values()))
         self.sources = SourceTable(history=settings.live_history, live_interval=1.0 / settings.live_max_rate)
-        self.hub = LiveHub(self.sio, self.sources, batch_interval=settings.live_batch_interval)
+        self.hub = LiveHub(
+            self.sio, self.sources, batch_interval=settings.live_batch_interval, newdata_source=settings.newdata_source
+        )
         self.feed = TopicFeed(settings, self.hub)
         self.history = StoredHistory(self.repository)
         self.sio.register_namespace(

@@ -109,6 +109,10 @@ class SourceTable:
         self.live_interval = live_interval
         self.max_sources = max_sources
         self._states: OrderedDict[str, SourceState] = OrderedDict()
+        #: The smallest source id ever seen: what ``newData`` carries unless RTD_NEWDATA_SOURCE says.
+        #: Stored sources count (the web view loads them at start), so it is stable across restarts
+        #: and the same in every web process; a source forgotten for room is not forgotten here.
+        self.first_id: str | None = None
 
     def __len__(self) -> int:
         return len(self._states)
@@ -126,6 +130,8 @@ class SourceTable:
                 live=Throttle(self.live_interval),
                 partials=Throttle(self.live_interval),
             )
+            if self.first_id is None or source < self.first_id:
+                self.first_id = source
             while len(self._states) > self.max_sources:
                 self._states.popitem(last=False)
         else:
