@@ -42,8 +42,10 @@ async def test_a_quiet_source_ships_at_once_and_a_busy_one_at_most_once_per_ling
 ) -> None:
     envelopes = EnvelopeProducer(producer, topics.READINGS, max_batch=500, linger=0.5, stats=BridgeStats())
     await envelopes.start()
+    await asyncio.sleep(0.05)  # the linger task waits for a first reading, as in a running bridge
     try:
         await envelopes.add("s1", reading(1), 1)  # s1 shipped nothing in the last linger: at once
+        await asyncio.sleep(0.05)  # readings arrive over time, as from a stream
         await envelopes.add("s2", reading(1), 1)  # each source has its own slot
         await envelopes.add("s1", reading(2), 2)  # within the linger after s1's envelope: waits
         await envelopes.add("s1", reading(3), 3)

@@ -101,7 +101,8 @@ class Pipeline:
         env.update(
             RTD_BROKER=broker_url,
             RTD_DATABASE_URL=database_url,
-            RTD_SOURCES=f"http://127.0.0.1:{pipeline.sim_port}/stream",
+            # Named, so that a one-sensor run (its records carry no source) is sensor-1 as well.
+            RTD_SOURCES=f"sensor-1=http://127.0.0.1:{pipeline.sim_port}/stream",
             RTD_APP_ID=app_id,
             PYTHONUNBUFFERED="1",
         )

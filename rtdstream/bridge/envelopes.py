@@ -118,13 +118,16 @@ class EnvelopeProducer:
     async def add(self, source: str, raw: bytes, time: int | None = None) -> None:
         """Queue one reading (``time`` feeds the resume positions); waits when the broker is behind."""
         self._raise_if_refused()
+        if self._flusher is not None and self._flusher.done():
+            self._flusher.result()  # the linger task died of a bug: crash loudly rather than stop shipping
         pending = self._pending.get(source)
         due_now = False
         if pending is None:
             now = asyncio.get_running_loop().time()
             pending = self._pending[source] = _Pending(self._due_time(source, now))
             due_now = pending.due <= now
-            self._has_pending.set()
+            if not due_now:
+                self._has_pending.set()
         pending.raws.append(raw)
         pending.size += len(raw) + 1
         if time is not None and time > pending.max_time:
@@ -179,6 +182,7 @@ class EnvelopeProducer:
             if not self._pending:
                 self._has_pending.clear()
                 await self._has_pending.wait()
+                continue  # what woke us may have shipped at once since
             first = min(pending.due for pending in self._pending.values())
             await asyncio.sleep(max(0.0, first - loop.time()))
             now = loop.time()
