@@ -9,9 +9,13 @@ which lets their cleanup finish on SIGTERM and Ctrl-C.
 from __future__ import annotations
 
 import logging
+import platform
+import sys
+from importlib.metadata import version as package_version
 from typing import Any, ClassVar, NoReturn
 
 import click
+import faust
 from faust.cli import AppCommand, argument, option
 
 from rtdstream.app import app, settings
@@ -162,6 +166,7 @@ class dev(AppCommand):  # noqa: N801  (the class name is the command name)
         option("--rate", type=float, default=5.0, show_default=True, help="Simulator records per second"),
         option("--sources", type=int, default=3, show_default=True, help="Simulated sensors"),
         option("--worker-web-port", type=int, default=6066, show_default=True, help="Faust worker web port"),
+        option("--verbose", "-v", is_flag=True, default=False, help="Show the Faust worker's start-up banner"),
     ]
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
@@ -172,10 +177,14 @@ class dev(AppCommand):  # noqa: N801  (the class name is the command name)
             sim_rate=opts["rate"],
             sim_sources=opts["sources"],
             worker_web_port=opts["worker_web_port"],
+            verbose=opts["verbose"],
         )
         raise SystemExit(run_dev(settings, dev_options))
 
 
 def main() -> NoReturn:
     """Entry point of the ``rtdstream`` console script."""
+    if sys.argv[1:] == ["--version"]:  # Faust's own would print "rtdstream, version Faust x.y.z"
+        print(f"rtdstream {package_version('rtdstream')} (Faust {faust.__version__}, Python {platform.python_version()})")
+        raise SystemExit(0)
     app.main()

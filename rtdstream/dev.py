@@ -28,6 +28,8 @@ class DevOptions:
     sim_rate: float = 5.0
     sim_sources: int = 3
     worker_web_port: int = 6066
+    #: Show Faust's start-up banner (the worker's tables of settings, agents and topics).
+    verbose: bool = False
 
 
 def _rtdstream(*args: str) -> str:
@@ -50,7 +52,10 @@ def dev_processes(settings: Settings, options: DevOptions, broker_url: str | Non
         "--rate", str(options.sim_rate), "--sources", str(options.sim_sources),
     )
     commands["bridge"] = _rtdstream("bridge")
-    commands["worker"] = _rtdstream("worker", "-l", settings.log_level, "--web-port", str(options.worker_web_port))
+    quiet = () if options.verbose else ("--quiet",)  # Faust's --quiet leaves the banner out, not the log
+    commands["worker"] = _rtdstream(
+        *quiet, "worker", "-l", settings.log_level, "--web-port", str(options.worker_web_port)
+    )
     commands["web"] = _rtdstream("web", "--port", str(options.web_port))
     return commands, env
 

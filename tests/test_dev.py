@@ -6,11 +6,15 @@ import asyncio
 import re
 import signal
 import socket
+import subprocess
+import sys
 
 import aiohttp
 import pytest
 
 from rtdstream.broker import free_port
+from rtdstream.config import load_settings
+from rtdstream.dev import DevOptions, dev_processes
 from tests.support.kafka import produce, read_topic
 from tests.support.processes import ProcessGroup, session_alive
 
@@ -44,6 +48,7 @@ async def test_dev_runs_the_pipeline_and_stops_every_process_cleanly(
     for name in ("sim", "bridge", "worker", "web"):
         assert re.search(rf"{name} stopped \(rc=0\)", log), f"{name} did not stop cleanly:\n{log[-3000:]}"
     assert "SIGKILL" not in log and "Traceback" not in log
+    assert "appdir" not in log  # Faust's start-up banner is left out (rtdstream dev -v shows it)
     assert session_alive(dev.pid) == []  # the shells and every child are gone...
     with pytest.raises(OSError):  # ...and so is the embedded broker (it runs in a session of its own)
         socket.create_connection(("127.0.0.1", broker_port), timeout=1).close()
@@ -68,3 +73,19 @@ async def test_broker_command_serves_until_sigterm_and_refuses_a_port_in_use(
     assert processes.terminate(broker) == 0
     with pytest.raises(OSError):  # the broker process itself is gone, not only its parent
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_dev_leaves_the_worker_banner_out_unless_verbose() -> None:
+    settings = load_settings()
+    quiet, _ = dev_processes(settings, DevOptions(), broker_url=None)
+    verbose, _ = dev_processes(settings, DevOptions(verbose=True), broker_url=None)
+    assert "--quiet worker" in quiet["worker"]
+    assert "--quiet" not in verbose["worker"] and " worker " in verbose["worker"]
+
+
+def test_version_names_rtdstream_faust_and_python() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "rtdstream", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert re.fullmatch(r"rtdstream \d+\.\d+\.\d+\S* \(Faust \S+, Python 3\.\d+\.\d+\)\n", result.stdout), result.stdout
