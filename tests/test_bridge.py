@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 
 import orjson
@@ -14,19 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.support.apache_kafka import ApacheKafka
-from tests.support.kafka import json_values, read_topic
+from tests.support.kafka import envelope_readings, json_values, read_topic
 from tests.support.pipeline import Pipeline
-from tests.support.processes import Proc, ProcessGroup
-
-STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
-
-
-def readings_in(records) -> list[tuple[str, int]]:
-    found = []
-    for record in records:
-        envelope = orjson.loads(record.value)
-        found += [(r.get("source", envelope["source"]), int(r["time"])) for r in envelope["readings"]]
-    return found
+from tests.support.processes import Proc, ProcessGroup, sim_total
 
 
 async def test_killing_the_bridge_loses_and_duplicates_nothing(
@@ -46,13 +35,13 @@ async def test_killing_the_bridge_loses_and_duplicates_nothing(
     await asyncio.sleep(2)
     assert processes.terminate(sim) == 0
     await bridge.await_log("ended cleanly")
-    emitted = sum(int(n) for n in re.findall(STREAM_CLOSED, sim.log_text()))
+    emitted = sim_total(sim)
     assert sim.log_text().count("resumed: replayed") >= 1
 
     records = await read_topic(
-        broker.bootstrap_servers, topics.READINGS, until=lambda rs: len(readings_in(rs)) >= emitted, timeout=30
+        broker.bootstrap_servers, topics.READINGS, until=lambda rs: len(envelope_readings(rs)) >= emitted, timeout=30
     )
-    readings = readings_in(records)
+    readings = envelope_readings(records)
     assert len(set(readings)) == emitted  # nothing lost...
     assert len(readings) == emitted  # ...and nothing twice
     assert processes.terminate(bridge) == 0
@@ -151,7 +140,7 @@ async def test_the_bridge_survives_every_upstream_fault_with_the_right_log_line(
         await bridge.await_log(rf"reconnecting to {base}/{name} in", count=2)  # and it keeps trying
 
     records = await read_topic(broker.bootstrap_servers, topics.READINGS, until=lambda rs: len(rs) >= 2, timeout=30)
-    assert sorted(readings_in(records)) == [("endless", 1795625575478), ("trickle", 1795625575478)]
+    assert sorted(envelope_readings(records)) == [("endless", 1795625575478), ("trickle", 1795625575478)]
     assert {orjson.loads(r.value)["readings"][0]["speed"] for r in records} == {"21", "22"}
 
     (dead,) = json_values(await read_topic(broker.bootstrap_servers, topics.DLQ, until=lambda rs: len(rs) >= 1))
@@ -188,9 +177,9 @@ async def test_envelopes_too_large_for_the_topic_go_in_halves_and_nothing_is_dro
 
     records = await read_topic(
         apache_kafka.bootstrap_servers, topics.READINGS,
-        until=lambda rs: len(readings_in(rs)) >= emitted, timeout=30,
+        until=lambda rs: len(envelope_readings(rs)) >= emitted, timeout=30,
     )
-    readings = readings_in(records)
+    readings = envelope_readings(records)
     assert len(set(readings)) == emitted  # nothing dropped...
     assert len(readings) == emitted  # ...and nothing twice
     assert max(len(record.value) for record in records) < 2048

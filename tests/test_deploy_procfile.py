@@ -12,9 +12,8 @@ import psutil
 
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.support.mariadb import MariaDB
-from tests.support.processes import Proc, ProcessGroup, session_alive
+from tests.support.processes import Proc, ProcessGroup, session_alive, until
 from tests.support.web import RecordingClient
-from tests.test_sink_pipeline import until
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 #: Every process type of the Procfile; web runs twice in the test.

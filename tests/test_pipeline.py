@@ -14,15 +14,7 @@ from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
 from rtdstream.models import ReadingBatch, decode_validated
 from tests.support.kafka import json_values, read_topic
-from tests.support.processes import Proc, ProcessGroup
-
-STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
-
-
-async def start_worker(processes: ProcessGroup, env: dict[str, str]) -> Proc:
-    worker = processes.start("worker", ["worker", "-l", "info", "--web-port", str(free_port())], env)
-    await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
-    return worker
+from tests.support.processes import ProcessGroup, sim_total, start_worker
 
 
 def validated_readings(records) -> list[tuple[str, int, float]]:
@@ -32,10 +24,6 @@ def validated_readings(records) -> list[tuple[str, int, float]]:
         if isinstance(batch, ReadingBatch):
             readings += [(batch.source, t, s) for t, s in zip(batch.times, batch.speeds)]
     return readings
-
-
-def sim_total(sim: Proc) -> int:
-    return sum(int(n) for n in re.findall(STREAM_CLOSED, sim.log_text()))
 
 
 async def test_simulated_readings_reach_the_validated_topic_through_a_simulator_restart(

@@ -7,11 +7,9 @@ import time
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker
-from tests.support.kafka import read_topic
+from tests.support.kafka import envelope_readings, read_topic
 from tests.support.pipeline import Pipeline
-from tests.support.processes import ProcessGroup
-from tests.test_bridge import readings_in
-from tests.test_pipeline import sim_total
+from tests.support.processes import ProcessGroup, sim_total
 
 
 async def test_the_bridge_reconnects_to_a_simulator_killed_and_restarted(
@@ -37,12 +35,12 @@ async def test_the_bridge_reconnects_to_a_simulator_killed_and_restarted(
     assert emitted > 300
 
     def of_second(records: list) -> list[tuple[str, int]]:
-        return [reading for reading in readings_in(records) if reading[1] >= restarted_at]
+        return [reading for reading in envelope_readings(records) if reading[1] >= restarted_at]
 
     records = await read_topic(
         broker.bootstrap_servers, topics.READINGS, until=lambda rs: len(of_second(rs)) >= emitted, timeout=30
     )
-    assert len(readings_in(records)) - len(of_second(records)) > 100  # the first simulator's got through
+    assert len(envelope_readings(records)) - len(of_second(records)) > 100  # the first simulator's got through
     # Every reading of the restarted simulator arrives, once.
     assert len(of_second(records)) == len(set(of_second(records))) == emitted
     assert bridge.is_running() and "Traceback" not in bridge.log_text()

@@ -26,8 +26,7 @@ from rtdstream.validation import EARLIEST_TIME_MS, Reason
 from tests.support.kafka import json_values, read_topic
 from tests.support.mariadb import MariaDB
 from tests.support.pipeline import wait_for_rows
-from tests.support.processes import ProcessGroup
-from tests.test_sink_pipeline import start_worker
+from tests.support.processes import ProcessGroup, start_worker
 
 NOW = int(time.time() * 1000)
 #: The foreign producer may send what Apache Kafka would refuse; the embedded broker takes it.
@@ -141,7 +140,7 @@ def assert_no_agent_crash(log: str) -> None:
 async def test_hostile_messages_end_in_the_dlq_with_a_reason_and_good_ones_in_mysql(
     broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, mysql_url: str, mariadb: MariaDB
 ) -> None:
-    worker = await start_worker(processes, {**rtd_env, "RTD_DATABASE_URL": mysql_url})
+    worker, _ = await start_worker(processes, {**rtd_env, "RTD_DATABASE_URL": mysql_url})
     cases = hostile_cases()
     traced = await produce_traced(broker.bootstrap_servers, cases)
     good = sum(len(c.accepted) for c in cases)
@@ -293,7 +292,7 @@ async def test_thousands_of_generated_messages_each_end_where_they_belong(
     broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, mysql_url: str, mariadb: MariaDB
 ) -> None:
     # Hypothesis drafts (about 10 s) while the worker starts.
-    worker, drafted = await asyncio.gather(
+    (worker, _), drafted = await asyncio.gather(
         start_worker(processes, {**rtd_env, "RTD_DATABASE_URL": mysql_url}),
         asyncio.to_thread(draft_messages, GENERATED_MESSAGES),
     )

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from pathlib import Path
 
 import orjson
@@ -211,9 +212,9 @@ def test_speeds_are_a_fresh_uniform_draw_by_default_and_a_random_walk_on_request
     uniform, walk = speeds_of("uniform"), speeds_of("walk")
     # the original draws each record's speed anew from 0-50: every value turns up, jumps are common
     assert set(uniform) == set(range(51))
-    assert sum(abs(b - a) > 3 for a, b in zip(uniform, uniform[1:])) > 300
+    assert sum(abs(b - a) > 3 for a, b in pairwise(uniform)) > 300
     # the walk moves at most 3 a step
-    assert all(abs(b - a) <= 3 for a, b in zip(walk, walk[1:])) and 0 <= min(walk) and max(walk) <= 50
+    assert all(abs(b - a) <= 3 for a, b in pairwise(walk)) and 0 <= min(walk) and max(walk) <= 50
     assert Simulator().speeds == "uniform"
     with pytest.raises(ValueError, match="speeds must be one of uniform, walk"):
         Simulator(speeds="sine")

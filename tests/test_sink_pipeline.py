@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -17,7 +16,7 @@ from rtdstream.models import ReadingBatch, encode_batch
 from rtdstream.sink.database import create_engine
 from tests.support.kafka import json_values, produce, read_topic
 from tests.support.mariadb import MariaDB
-from tests.support.processes import Proc, ProcessGroup
+from tests.support.processes import ProcessGroup, start_worker, until
 from tests.support.tcp_proxy import TcpProxy
 
 MESSAGES = 150
@@ -25,13 +24,6 @@ PER_MESSAGE = 40
 READINGS = MESSAGES * PER_MESSAGE
 #: Messages per second while streaming: about four seconds of input.
 RATE = 40.0
-
-
-async def start_worker(processes: ProcessGroup, env: dict[str, str], web_port: int | None = None) -> Proc:
-    args = ["worker", "-l", "info", "--web-port", str(web_port or free_port())]
-    worker = processes.start("worker", args, env)
-    await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
-    return worker
 
 
 async def stream_readings(bootstrap: str, *, base: int, validated: bool = False) -> None:
@@ -83,14 +75,6 @@ class Tables:
         await self.engine.dispose()
 
 
-async def until(condition: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def counters(web_port: int) -> dict[str, float]:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{web_port}/counters/") as response:
         return await response.json()
@@ -103,7 +87,7 @@ async def test_exactly_once_across_kill_9(
            "RTD_IDLE_TIMEOUT": "2s"}
     tables = Tables(database_url)
     try:
-        worker = await start_worker(processes, env)
+        worker, _ = await start_worker(processes, env)
         # Straight to rtd.validated: what is under test is the sink (and the window stage after
         # it); the validation agent re-sending its batches after the kill is covered in
         # test_sink_writer.py.
@@ -116,7 +100,7 @@ async def test_exactly_once_across_kill_9(
         await streaming
 
         web_port = free_port()
-        await start_worker(processes, env, web_port)
+        await start_worker(processes, env, web_port=web_port)
         await until(lambda: _at_least(tables, READINGS), timeout=90, what=f"{READINGS} readings")
         await asyncio.sleep(3)  # let any duplicate show up
 
@@ -154,7 +138,7 @@ async def test_outage_mid_stream_loses_nothing_and_a_refused_row_goes_to_the_dlq
         url = mysql_url.replace(f":{mariadb.port}/", f":{proxy.port}/")
         env = {**rtd_env, "RTD_DATABASE_URL": url, "RTD_LEGACY_TABLE": "true", "RTD_SINK_BATCH": "10"}
         try:
-            worker = await start_worker(processes, env)
+            worker, _ = await start_worker(processes, env)
             streaming = asyncio.create_task(stream_readings(broker.bootstrap_servers, base=an_hour_ago()))
             await until(lambda: _at_least(tables, READINGS // 5), timeout=60, what="the first rows")
             proxy.cut()

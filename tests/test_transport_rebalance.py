@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from rtdstream.broker import EmbeddedBroker, free_port
-from tests.support.processes import Proc, ProcessGroup
+from tests.support.kafka import produce_at
+from tests.support.processes import Proc, ProcessGroup, until
 from tests.support.rebalance_worker import CHANGELOG, PARTITIONS, TOPIC
-from tests.test_sink_pipeline import until
-from tests.test_windows_worker import produce_at
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_PARTITION = 100

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 
 import orjson
 import pytest
@@ -12,10 +11,9 @@ from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import load_settings
 from rtdstream.tables.specs import window_specs
-from tests.support.kafka import read_topic
-from tests.support.processes import ProcessGroup
-from tests.test_windows_logic import offline
-from tests.test_windows_worker import HOUR_AGO, create_topics, produce_at, start_worker
+from tests.support.kafka import create_topics, produce_at, read_topic
+from tests.support.processes import ProcessGroup, start_worker
+from tests.support.windows import HOUR_AGO, assert_windows_exact, offline
 
 SOURCES = [f"sensor-{n}" for n in range(8)]
 SECONDS = 240
@@ -68,16 +66,16 @@ async def test_final_windows_are_exact_after_kill_9_twice_mid_stream(
     two_thirds = len(envelopes) * 2 // 3
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[:two_thirds]))
 
-    first, _ = start_worker(processes, busy)
+    first, _ = await start_worker(processes, busy)
     seen = len(await windows_out(bootstrap, 300))
     processes.kill(first)
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[two_thirds:]))
-    second, _ = start_worker(processes, busy)
+    second, _ = await start_worker(processes, busy)
     seen_at_second_kill = len(await windows_out(bootstrap, seen + 400))
     processes.kill(second)
     assert seen_at_second_kill < len(expected)  # both kills happened before the end
 
-    start_worker(processes, {**rtd_env, "RTD_IDLE_TIMEOUT": "3s"})
+    await start_worker(processes, {**rtd_env, "RTD_IDLE_TIMEOUT": "3s"})
     await assert_windows_exact(bootstrap, expected, readings=len(envelopes) * PER_SECOND)
 
 
@@ -92,33 +90,12 @@ async def test_final_windows_are_exact_when_partitions_move_between_workers(
     await create_topics(broker, rtd_env)
     third = len(envelopes) // 3
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[:third]))
-    first, _ = start_worker(processes, busy)
+    first, _ = await start_worker(processes, busy)
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[third : 2 * third]))
     # A second worker joins (partitions move to it), then the first leaves (they move back).
-    start_worker(processes, {**busy, "RTD_IDLE_TIMEOUT": "3s"})
+    await start_worker(processes, {**busy, "RTD_IDLE_TIMEOUT": "3s"})
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[2 * third :]))
     assert processes.terminate(first, timeout=60) == 0
     await assert_windows_exact(bootstrap, expected, readings=len(envelopes) * PER_SECOND)
 
 
-async def assert_windows_exact(bootstrap: str, expected: dict, *, readings: int) -> None:
-    """rtd.windows ends up with every expected window, each key with one value (duplicates identical)."""
-    def keys(records: list) -> set:
-        return {(r.key, orjson.loads(r.value)["window"], orjson.loads(r.value)["start"]) for r in records}
-
-    records = await read_topic(bootstrap, topics.WINDOWS, until=lambda rs: len(keys(rs)) >= len(expected), timeout=120)
-    values: dict[tuple[str, str, int], set[bytes]] = defaultdict(set)
-    for record in records:
-        window = orjson.loads(record.value)
-        values[(window["source"], window["window"], window["start"])].add(record.value)
-    duplicated = {key: vs for key, vs in values.items() if len(vs) > 1}
-    assert duplicated == {}, f"{len(duplicated)} windows emitted with different values"
-    final = {key: orjson.loads(next(iter(vs))) for key, vs in values.items()}
-    assert {
-        key: [w["count"], w["min"], w["max"], w["sum"], w["first_time"], w["last_time"], w["last_speed"]]
-        for key, w in final.items()
-    } == expected
-    assert sum(w["count"] for key, w in final.items() if key[1] == "1s") == readings
-
-    dlq = await read_topic(bootstrap, topics.DLQ, until=lambda rs: False, timeout=1)
-    assert [orjson.loads(r.value)["reason"] for r in dlq] == []  # replays were never taken for late data

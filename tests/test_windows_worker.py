@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterable
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from rtdstream import topics
-from rtdstream.broker import EmbeddedBroker, free_port
-from rtdstream.config import load_settings
+from rtdstream.broker import EmbeddedBroker
 from rtdstream.models import IdleTick, decode_validated, encode_batch, encode_tick
-from rtdstream.topics import ensure_topics
-from tests.support.kafka import json_values, read_topic
-from tests.support.processes import Proc, ProcessGroup
-from tests.test_windows_logic import SCRIPT, SCRIPT_LATE, SCRIPT_WINDOWS, T0
+from tests.support.kafka import create_topics, json_values, produce_at, read_topic
+from tests.support.processes import ProcessGroup, start_worker
+from tests.support.windows import HOUR_AGO, SCRIPT, SCRIPT_LATE, SCRIPT_WINDOWS, T0
 
-#: An hour ago on a minute boundary: readings through rtd.readings must pass validation's clock checks.
-HOUR_AGO = (int(time.time() * 1000) - 3_600_000) // 60_000 * 60_000
 SCRIPT_ENV = {"RTD_WINDOWS": "1s,10s", "RTD_HOPPING_WINDOW": "4s/2s", "RTD_GRACE": "2s"}
-
-
-def start_worker(processes: ProcessGroup, env: dict[str, str]) -> tuple[Proc, str]:
-    """A worker and the base URL of its web views."""
-    port = free_port()
-    worker = processes.start("worker", ["worker", "-l", "info", "--web-port", str(port)], env)
-    worker.wait_for_log(r"\[\^Worker\]: Ready", timeout=90)
-    return worker, f"http://127.0.0.1:{port}"
-
-
-async def create_topics(broker: EmbeddedBroker, env: dict[str, str]) -> None:
-    await ensure_topics(load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"])))
-
-
-async def produce_at(bootstrap: str, topic: str, messages: Iterable[tuple[int, bytes | None, bytes]]) -> None:
-    """Produce (partition, key, value) messages in order, each to its given partition."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for partition, key, value in messages:
-            await producer.send_and_wait(topic, value, key=key, partition=partition)
-    finally:
-        await producer.stop()
 
 
 async def get_json(url: str) -> tuple[int, dict]:
@@ -73,7 +43,7 @@ async def test_scripted_readings_give_exact_windows_through_the_worker(
     )
     # Not what rtdstream writes there: dead-lettered, and the agent keeps going.
     await produce_at(broker.bootstrap_servers, topics.VALIDATED, [(2, None, b"{not json"), (3, None, b"[1, 2]")])
-    _, web = start_worker(processes, env)
+    _, web = await start_worker(processes, env)
 
     # The last windows of each partition close only when the worker notices it is idle.
     records = await read_topic(
@@ -132,7 +102,7 @@ async def test_open_windows_are_readable_live_and_closed_when_the_source_stops(
     broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
 ) -> None:
     env = {**rtd_env, "RTD_IDLE_TIMEOUT": "6s", "RTD_PARTIAL_INTERVAL": "250ms"}
-    _, web = start_worker(processes, env)
+    _, web = await start_worker(processes, env)
     # A sensor sends 120 readings over 12 s of event time through rtd.readings, then stops.
     envelopes = [
         orjson.dumps({"source": "s1", "readings": [{"time": HOUR_AGO + 100 * i, "speed": i % 50}]}) for i in range(120)

@@ -7,9 +7,15 @@ from collections.abc import Callable, Iterable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 
+from rtdstream.broker import EmbeddedBroker
+from rtdstream.config import load_settings
 from rtdstream.lag import topic_partitions
+from rtdstream.topics import ensure_topics
+from tests.support.apache_kafka import ApacheKafka
 
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes | None], key: bytes | None = None) -> None:
@@ -59,3 +65,47 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 def json_values(records: list[ConsumerRecord]) -> list[dict]:
     return [orjson.loads(record.value) for record in records]
+
+
+async def describe_topic(bootstrap: str, topic: str, config_names: Iterable[str]) -> tuple[dict, dict[str, str]]:
+    """(the topic's metadata with its partitions' replicas and ISR, the named topic configs as the broker has them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [metadata] = await admin.describe_topics([topic])
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config_names))]
+        )
+    finally:
+        await admin.close()
+    configs = {
+        entry["config_names"]: entry["config_value"]
+        for resource in response.to_object()["resources"]
+        for entry in resource["config_entries"]
+    }
+    return metadata, configs
+
+
+async def produce_at(bootstrap: str, topic: str, messages: Iterable[tuple[int, bytes | None, bytes]]) -> None:
+    """Produce (partition, key, value) messages in order, each to its given partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, key, value in messages:
+            await producer.send_and_wait(topic, value, key=key, partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def create_topics(broker: EmbeddedBroker | ApacheKafka, env: dict[str, str]) -> None:
+    """The rtdstream topics with the test's partition count, before anything produces to them."""
+    await ensure_topics(load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"])))
+
+
+def envelope_readings(records: list[ConsumerRecord]) -> list[tuple[str, int]]:
+    """(source, time) of every reading in rtd.readings envelopes, in record order."""
+    found = []
+    for record in records:
+        envelope = orjson.loads(record.value)
+        found += [(r.get("source", envelope["source"]), int(r["time"])) for r in envelope["readings"]]
+    return found

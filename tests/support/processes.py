@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rtdstream.broker import free_port
 
 
 @dataclass
@@ -126,3 +130,42 @@ def session_alive(pid: int) -> list[int]:
         except (ProcessLookupError, PermissionError, FileNotFoundError):
             continue
     return alive
+
+
+#: What the simulator logs when a client goes away: how many records that stream carried.
+STREAM_CLOSED = r"stream closed for \S+ after (\d+) records"
+
+
+def sim_total(sim: Proc) -> int:
+    """Records a finished simulator sent over all its streams."""
+    return sum(int(n) for n in re.findall(STREAM_CLOSED, sim.log_text()))
+
+
+async def start_worker(
+    processes: ProcessGroup, env: dict[str, str], *, name: str = "worker", web_port: int | None = None,
+    ready: bool = True,
+) -> tuple[Proc, str]:
+    """A Faust worker with its web views on ``web_port`` (else a free port): (process, their base URL).
+
+    With ``ready`` it returns once the worker logged Ready (its agents run); without, at once, for
+    a worker that joins a busy group and is watched by other means.
+    """
+    port = web_port or free_port()
+    worker = processes.start(name, ["worker", "-l", "info", "--web-port", str(port)], env)
+    if ready:
+        await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
+    return worker, f"http://127.0.0.1:{port}"
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], *, timeout: float, what: str) -> None:
+    """Poll ``condition`` (plain or async) every 0.2 s until it holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.2)
