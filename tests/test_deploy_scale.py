@@ -17,22 +17,13 @@ from rtdstream.tables.specs import window_specs
 from tests.support.kafka import read_topic
 from tests.support.mariadb import MariaDB
 from tests.support.pipeline import stored_exactly_once, wait_for_rows
-from tests.support.processes import Proc, ProcessGroup
-from tests.test_pipeline import sim_total
-from tests.test_sink_pipeline import until
-from tests.test_windows_logic import offline
+from tests.support.processes import ProcessGroup, sim_total, start_worker, until
+from tests.support.windows import offline
 
 GRACE_MS = 2000
 #: Longer than a takeover (session timeout + rebalance + recovery, about 10 s here): a partition
 #: paused by the rebalance must not look idle, or its open windows close early (see README, Operate).
 IDLE_TIMEOUT = "15s"
-
-
-def start_worker(processes: ProcessGroup, env: dict[str, str]) -> tuple[Proc, str]:
-    """A worker (not waited for) and the base URL of its web port."""
-    port = free_port()
-    worker = processes.start("worker", ["worker", "-l", "info", "--web-port", str(port)], env)
-    return worker, f"http://127.0.0.1:{port}"
 
 
 def owners(status: ClusterStatus) -> dict[tuple[str, int], list[str]]:
@@ -71,11 +62,12 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
         "RTD_SOURCES": f"http://127.0.0.1:{sim_port}/stream",
         "RTD_GRACE": f"{GRACE_MS}ms",
         "RTD_IDLE_TIMEOUT": IDLE_TIMEOUT,
+        "RTD_LEGACY_TABLE": "true",  # stored_exactly_once counts the key-less table
     }
     settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])
     (doomed, doomed_url), (survivor, survivor_url) = (
-        start_worker(processes, env),
-        start_worker(processes, env),
+        await start_worker(processes, env, ready=False),
+        await start_worker(processes, env, ready=False),
     )
     for worker in (doomed, survivor):
         await worker.await_log(r"\[\^Worker\]: Ready", timeout=120)
@@ -107,7 +99,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
     emitted = sim_total(sim)
 
     # Every reading the simulator sent is in MySQL exactly once.
-    readings = await stored_exactly_once(mariadb, database, emitted, timeout=120)
+    readings = await stored_exactly_once(mariadb, database, emitted, env, timeout=120)
 
     # The final windows on rtd.windows are those of an offline group-by of the stored readings.
     expected, late = offline([sorted(readings, key=lambda r: r[1])], GRACE_MS, window_specs(settings))

@@ -26,7 +26,7 @@ async def test_on_apache_kafka_a_killed_worker_loses_and_duplicates_nothing(
     apache_kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup, mysql_url: str, mariadb: MariaDB
 ) -> None:
     database = mysql_url.rsplit("/", 1)[1]
-    env = {**rtd_env, "RTD_BROKER": apache_kafka.url, "RTD_DATABASE_URL": mysql_url, "RTD_LEGACY_TABLE": "true"}
+    env = {**rtd_env, "RTD_BROKER": apache_kafka.url, "RTD_DATABASE_URL": mysql_url}
     pipeline = Pipeline(processes, env, rate=200, sources=4)
     worker = await pipeline.start_worker()
     await pipeline.start_web()
@@ -42,8 +42,6 @@ async def test_on_apache_kafka_a_killed_worker_loses_and_duplicates_nothing(
     emitted = await pipeline.end_stream()
     assert emitted > 2000
 
-    await stored_exactly_once(mariadb, database, emitted)
-    [(legacy_rows,)] = mariadb.query(database, "SELECT COUNT(*) FROM `Data`")
-    assert legacy_rows == emitted, f"{emitted} emitted, {legacy_rows} rows in Data"
+    await stored_exactly_once(mariadb, database, emitted, pipeline.env)
     await client.sio.disconnect()
     assert processes.terminate(worker, timeout=60) == 0

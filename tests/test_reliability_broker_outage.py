@@ -84,7 +84,7 @@ async def test_bridge_and_worker_ride_out_30s_without_the_broker_and_lose_nothin
         assert watch.growth_mb(name) < bound, f"{name} grew {watch.growth_mb(name):.1f} MB"
 
     emitted = await pipeline.end_stream()
-    await stored_exactly_once(mariadb, database, emitted)
+    await stored_exactly_once(mariadb, database, emitted, pipeline.env)
     assert worker.is_running() and "Traceback" not in bridge.log_text()
     assert processes.terminate(bridge) == 0
     final = re.search(r"bridge stopped: readings_read=(\d+) readings_delivered=(\d+)", bridge.log_text())

@@ -20,8 +20,7 @@ from tests.support.mariadb import MariaDB
 from tests.support.pipeline import Pipeline, stored_exactly_once
 from tests.support.processes import ProcessGroup
 from tests.support.web import LiveClient
-from tests.test_windows_crash import assert_windows_exact
-from tests.test_windows_logic import offline
+from tests.support.windows import assert_windows_exact, offline
 
 GRACE_MS = 2000
 #: Longer than a worker's restart, so a partition paused by it does not look idle (see README, Operate).
@@ -62,7 +61,7 @@ async def test_kill_9_of_worker_bridge_and_web_loses_and_duplicates_nothing(
     emitted = await pipeline.end_stream()
     assert emitted > 5000
 
-    readings = await stored_exactly_once(mariadb, database, emitted)
+    readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env)
     assert client.connects == 1 + VICTIMS.count("web")
 
     settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])

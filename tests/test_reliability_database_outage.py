@@ -50,7 +50,7 @@ async def test_mariadb_stopped_for_30s_mid_stream_loses_and_duplicates_nothing(
     assert watch.growth_mb("worker") < MEMORY_BOUND_MB
 
     emitted = await pipeline.end_stream()
-    await stored_exactly_once(mariadb, database, emitted)
+    await stored_exactly_once(mariadb, database, emitted, pipeline.env)
     assert worker.is_running() and "Traceback" not in worker.log_text()
     assert processes.terminate(bridge) == 0
     assert processes.terminate(worker, timeout=60) == 0

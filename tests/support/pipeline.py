@@ -6,16 +6,18 @@ import asyncio
 import time
 
 import psutil
+from aiokafka.errors import KafkaError
 
+from rtdstream import topics
 from rtdstream.broker import free_port
+from rtdstream.config import load_settings
+from rtdstream.kafka_security import client_options
+from rtdstream.lag import measure_lag
 from tests.support.mariadb import MariaDB
-from tests.support.processes import Proc, ProcessGroup
+from tests.support.processes import Proc, ProcessGroup, sim_total, start_worker, until
 from tests.support.web import FEED_READY
-from tests.test_pipeline import sim_total
 
 Reading = tuple[str, int, float]
-#: Seconds to keep looking after the expected rows are in, for a duplicate a replay might still write.
-DUPLICATE_GRACE = 3.0
 
 
 class Pipeline:
@@ -24,7 +26,8 @@ class Pipeline:
     def __init__(self, processes: ProcessGroup, env: dict[str, str], *, rate: float, sources: int) -> None:
         self.processes = processes
         self.sim_port = free_port()
-        self.env = {**env, "RTD_SOURCES": f"http://127.0.0.1:{self.sim_port}/stream"}
+        # The key-less legacy table too: a reading written twice is a second row there (see stored_exactly_once).
+        self.env = {**env, "RTD_SOURCES": f"http://127.0.0.1:{self.sim_port}/stream", "RTD_LEGACY_TABLE": "true"}
         self.sim_args = ["sim", "--port", str(self.sim_port), "--rate", str(rate), "--sources", str(sources)]
         self.sims: list[Proc] = []
         self.web_port = free_port()
@@ -40,9 +43,7 @@ class Pipeline:
         return self.processes.start("bridge", ["bridge"], self.env)
 
     async def start_worker(self, env: dict[str, str] | None = None) -> Proc:
-        args = ["worker", "-l", "info", "--web-port", str(free_port())]
-        worker = self.processes.start("worker", args, env or self.env)
-        await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
+        worker, _ = await start_worker(self.processes, env or self.env)
         return worker
 
     async def start_web(self) -> Proc:
@@ -79,20 +80,34 @@ async def wait_for_rows(mariadb: MariaDB, database: str, count: int, timeout: fl
 
 
 async def stored_exactly_once(
-    mariadb: MariaDB, database: str, emitted: int, timeout: float = 90.0
+    mariadb: MariaDB, database: str, emitted: int, env: dict[str, str], timeout: float = 90.0
 ) -> list[Reading]:
     """The stored readings, asserted to be the ``emitted`` ones: none missing, none stored twice.
 
-    Read once there are ``emitted`` rows and again after the time a replayed
-    batch would take to show up as a duplicate: the check must not stop at
-    the first match.
+    ``readings`` has a unique key, so a reading written twice would not show there; the legacy
+    ``Data`` table has none (the workers must run with RTD_LEGACY_TABLE=true), so a second write is
+    a second row. Counted once the rows are in and the worker group (``env``'s RTD_APP_ID on its
+    broker) has committed all of rtd.validated: nothing it was given is still to be written, so a
+    replay cannot add a row after the count.
     """
     await wait_for_rows(mariadb, database, emitted, timeout)
-    await asyncio.sleep(DUPLICATE_GRACE)
+    await until(lambda: sink_caught_up(env), timeout=timeout, what="the worker group committing all of rtd.validated")
     readings = stored_readings(mariadb, database)
     assert len(readings) == emitted, f"{emitted} emitted, {len(readings)} stored"
     assert len({(source, t) for source, t, _ in readings}) == emitted, "a reading was stored twice"
+    [(legacy_rows,)] = mariadb.query(database, "SELECT COUNT(*) FROM `Data`")
+    assert legacy_rows == emitted, f"{emitted} emitted, {legacy_rows} rows in Data: a double write"
     return readings
+
+
+async def sink_caught_up(env: dict[str, str]) -> bool:
+    """Whether the worker group of ``env`` has committed every message of rtd.validated."""
+    settings = load_settings(**{key: value for key, value in env.items() if key.startswith("RTD_")})
+    try:
+        lag = await measure_lag(client_options(settings), settings.app_id, [topics.VALIDATED])
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    return bool(lag.partitions) and lag.total() == 0
 
 
 class MemoryWatch:
