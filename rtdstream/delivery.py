@@ -19,6 +19,7 @@ from faust import EventT
 from faust.types import TopicT
 
 from rtdstream.backoff import Backoff
+from rtdstream.retry import exit_on_bug, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ async def acknowledged(deliveries: Sequence[asyncio.Future]) -> None:
 async def until_acknowledged(
     deliver: Callable[[], Awaitable[None]], *, what: str, input_events: Sequence[EventT]
 ) -> None:
-    """Run ``deliver`` until it succeeds, with capped backoff; a producer error is logged, never raised.
+    """Run ``deliver`` until it succeeds, with capped backoff while the broker is away.
+
+    A producer error that is no outage (a refusal for good, a bug) ends the worker
+    (:func:`rtdstream.retry.exit_on_bug`) with the input unacknowledged.
 
     Each retry delivers the whole set again rather than only what failed: it
     keeps this simple and costs nothing in correctness, as every consumer of
@@ -72,7 +76,10 @@ async def until_acknowledged(
             try:
                 await deliver()
                 return
-            except Exception as exc:  # noqa: BLE001  (any producer error: retry, never acknowledge lost output)
+            except Exception as exc:  # noqa: BLE001  (never acknowledge lost output)
+                if not is_transient(exc):
+                    withhold(input_events)
+                    exit_on_bug(f"delivering {what}", exc)
                 delay = backoff.next()
                 log.error("%s not acknowledged by the broker (%r); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)

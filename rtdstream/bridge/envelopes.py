@@ -39,11 +39,12 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from rtdstream.backoff import Backoff
 from rtdstream.bridge.stats import BridgeStats
 from rtdstream.errors import UserError
+from rtdstream.retry import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -292,20 +293,12 @@ class EnvelopeProducer:
                 async with self._send_order:
                     delivery = await self._producer.send(topic, value, key=key_bytes)
                 await delivery
-            except KafkaTimeoutError:
-                # The message expired in the client's buffer before it was sent:
-                # sending it again cannot duplicate it.
-                delay = backoff.next()
-                self._stats.delivery_retries += 1
-                log.warning(
-                    "broker did not take a message for %s within the request timeout; "
-                    "retrying in %.1fs (%d messages waiting)", topic, delay, len(self._in_flight),
-                )
-                await asyncio.sleep(delay)
             except MessageSizeTooLargeError:
                 raise
             except KafkaError as exc:
-                if not exc.retriable:
+                # Retriable errors, and a message that expired in the client's buffer before it was
+                # sent (sending it again cannot duplicate it), are outages: rtdstream.retry.
+                if not is_transient(exc):
                     raise BrokerRefused(
                         f"the broker refused a message for {topic} ({exc!r}); the bridge stops so that "
                         f"nothing it read is dropped, and resumes from the last acknowledged reading when restarted"

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rtdstream import metrics
 from rtdstream.backoff import Backoff
+from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.sink import schema
 from rtdstream.sink.database import is_row_error, reason
 from rtdstream.sink.records import STAGE, Item, Rejected, SinkBatch
@@ -89,11 +90,13 @@ class SinkWriter:
         await self.engine.dispose()
 
     async def write_until_done(self, batch: SinkBatch) -> None:
-        """Write ``batch``, retrying with capped backoff for as long as the database fails.
+        """Write ``batch``, retrying with capped backoff for as long as the database is away.
 
         Not returning is the backpressure: the agent takes no new input while
         its batch waits. On cancellation (the worker stopping) a transaction in
-        flight may finish first; ``batch.written`` tells whether it did.
+        flight may finish first; ``batch.written`` tells whether it did. An
+        error that is no outage (:func:`rtdstream.retry.is_transient`) ends the
+        worker instead: the batch is not acknowledged, so a restart writes it.
         """
         backoff = Backoff(initial=RETRY_INITIAL, cap=RETRY_CAP)
         failures = 0
@@ -107,6 +110,8 @@ class SinkWriter:
                 await _finish_or_abandon(attempt)
                 raise
             except Exception as error:  # noqa: BLE001  (every failure keeps the batch; none may lose it)
+                if not is_transient(error):
+                    exit_on_bug(f"sink: writing {len(batch.items)} message(s) from {batch.topic}", error)
                 if not failures:
                     first_failure = loop.time()
                 failures += 1
@@ -123,12 +128,10 @@ class SinkWriter:
                 return
 
     def _log_failure(self, batch: SinkBatch, error: Exception, failures: int, delay: float) -> None:
-        message = "sink: writing %d message(s) from %s failed (attempt %d): %s; batch kept, retrying in %.1fs"
-        args = (len(batch.items), batch.topic, failures, reason(error), delay)
-        if isinstance(error, (sa.exc.DBAPIError, OSError)) or failures > 1:
-            log.warning(message, *args)
-        else:
-            log.exception(message, *args)  # not a database error: a bug, so show where
+        log.warning(
+            "sink: writing %d message(s) from %s failed (attempt %d): %s; batch kept, retrying in %.1fs",
+            len(batch.items), batch.topic, failures, reason(error), delay,
+        )
 
     async def write(self, batch: SinkBatch) -> None:
         """One attempt at the batch's transaction; rows the database refuses go to ``rtd.dlq``."""
