@@ -17,6 +17,7 @@ from faust.types import TransportT
 from rtdstream import topics
 from rtdstream.config import SettingsError, get_settings
 from rtdstream.errors import UserError
+from rtdstream.kafka_security import faust_credentials
 from rtdstream.runtime import worker_logging_config
 from rtdstream.transport import Transport
 
@@ -65,8 +66,10 @@ def create_app() -> RtdApp:
     return RtdApp(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,  # the table changelog Faust creates
         topic_allow_declare=True,
         # A new group must start from the beginning: every reading that reached
         # rtd.readings is owed to the database.

@@ -114,8 +114,11 @@ async def db(self: AppCommand, action: str) -> None:
 async def web(self: AppCommand, port: int | None, host: str) -> None:
     """Serve the dashboard, the Socket.IO live view (newData, reading, window ...) and the HTTP API."""
     # Imported here: the other commands need neither Socket.IO nor the database drivers.
+    from rtdstream.kafka_security import check_credentials
     from rtdstream.sink.repository import HistoryRepository
     from rtdstream.web.server import DEFAULT_PORT, WebView
+
+    await check_credentials(settings)  # else a refused password would look like a broker that is down
 
     view = WebView(settings, HistoryRepository.from_url(settings.database_url))
     await view.run(host=host, port=port or settings.port or DEFAULT_PORT)

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rtdstream.errors import UserError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SOURCE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from ``"500ms"``, ``"2s"``, ``"1m"`` or a bare number of seconds."""
+    """Seconds from ``"500ms"``, ``"2s"``, ``"1m"``, ``"1h"``, ``"7d"`` or a bare number of seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
@@ -134,6 +143,51 @@ class Settings(BaseSettings):
     partitions: int = Field(
         8, validation_alias="RTD_PARTITIONS", ge=1, le=1024,
         description="Partitions of every rtdstream topic: the most workers that can share the load.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias="RTD_KAFKA_SECURITY_PROTOCOL",
+        description="How every Kafka client of every process connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT "
+        "(a user and password, no TLS) or SASL_SSL (both).",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", validation_alias="RTD_KAFKA_SASL_MECHANISM",
+        description="The SASL mechanism with SASL_PLAINTEXT and SASL_SSL.",
+    )
+    kafka_username: str | None = Field(
+        None, validation_alias="RTD_KAFKA_USERNAME", validate_default=True,
+        description="The SASL user (required with SASL_PLAINTEXT and SASL_SSL).",
+    )
+    kafka_password: SecretStr | None = Field(
+        None, validation_alias="RTD_KAFKA_PASSWORD", validate_default=True,
+        description="The SASL user's password (required with SASL_PLAINTEXT and SASL_SSL).",
+    )
+    kafka_ca_file: Path | None = Field(
+        None, validation_alias="RTD_KAFKA_CA_FILE",
+        description="PEM file of the certificate authorities that sign the brokers' certificates (SSL, "
+        "SASL_SSL). Unset: the system's.",
+    )
+    kafka_cert_file: Path | None = Field(
+        None, validation_alias="RTD_KAFKA_CERT_FILE",
+        description="PEM file of a client certificate, for brokers that require one (SSL, SASL_SSL).",
+    )
+    kafka_key_file: Path | None = Field(
+        None, validation_alias="RTD_KAFKA_KEY_FILE",
+        description="PEM file of the client certificate's private key, when RTD_KAFKA_CERT_FILE does not hold it.",
+    )
+    replication_factor: int = Field(
+        1, validation_alias="RTD_REPLICATION_FACTOR", ge=1, le=32,
+        description="Replicas of each rtdstream topic and of the worker's table changelog, when rtdstream "
+        "creates them: 1 for a single broker, 3 on a cluster.",
+    )
+    min_insync_replicas: int | None = Field(
+        None, validation_alias="RTD_MIN_INSYNC_REPLICAS", ge=1,
+        description="Replicas that must hold a write before the broker acknowledges it (every producer uses "
+        "acks=all). Unset: one less than the replication factor, and at least 1 (2 of 3 on a cluster).",
+    )
+    topic_retention: Duration = Field(
+        7 * 86400.0, validation_alias="RTD_TOPIC_RETENTION", gt=0,
+        description="How long the broker keeps the messages of each rtdstream topic (retention.ms): how far "
+        "back a new worker group or a rebuilt database can replay.",
     )
     app_id: str = Field(
         "rtdstream", validation_alias="RTD_APP_ID",
@@ -281,12 +335,40 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a source id")
         return value
 
+    @field_validator("kafka_username", "kafka_password")
+    @classmethod
+    def _required_with_sasl(cls, value: Any, info: ValidationInfo) -> Any:
+        protocol = info.data.get("kafka_security_protocol", "PLAINTEXT")
+        if protocol.startswith("SASL_") and not (value.get_secret_value() if isinstance(value, SecretStr) else value):
+            raise ValueError(f"required with RTD_KAFKA_SECURITY_PROTOCOL={protocol}")
+        return value
+
+    @field_validator("kafka_ca_file", "kafka_cert_file", "kafka_key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _check_insync_replicas(cls, value: int | None, info: ValidationInfo) -> int | None:
+        replicas = info.data.get("replication_factor")
+        if value is not None and replicas is not None and value > replicas:
+            raise ValueError(f"cannot exceed RTD_REPLICATION_FACTOR ({replicas}): no write could ever be acknowledged")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
         scheme = value.split("://", 1)[0]
         if scheme not in ("mysql+aiomysql", "sqlite+aiosqlite"):
             raise ValueError("must start with mysql+aiomysql:// or sqlite+aiosqlite://")
+        query = parse_qs(urlsplit(value).query)
+        for name in ("ssl_ca", "ssl_cert", "ssl_key"):
+            for path in query.get(name, []):
+                if not Path(path).is_file():
+                    raise ValueError(f"{name}: no such file: {path}")
         return value
 
     @field_validator("sources")
@@ -334,6 +416,11 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         """``host:port,host:port`` as the Kafka clients take it."""
         return ",".join(server.split("://", 1)[-1] for server in self.broker_url.split(","))
+
+    @property
+    def insync_replicas(self) -> int:
+        """``min.insync.replicas`` of the topics rtdstream creates."""
+        return self.min_insync_replicas or max(1, self.replication_factor - 1)
 
     @property
     def window_sizes(self) -> list[float]:

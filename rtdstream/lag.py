@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from rtdstream.kafka_security import ClientOptions
+
 
 @dataclass(frozen=True, slots=True)
 class PartitionLag:
@@ -48,15 +50,15 @@ class GroupLag:
 
 
 async def measure_lag(
-    bootstrap_servers: str, group: str, topics: Iterable[str], *, timeout: float = 5.0
+    client: ClientOptions, group: str, topics: Iterable[str], *, timeout: float = 5.0
 ) -> GroupLag:
     """Lag of ``group`` on every partition of ``topics`` (topics that do not exist are left out).
 
     Raises ``TimeoutError`` or a Kafka error when the broker does not answer in ``timeout`` seconds.
     """
     async with asyncio.timeout(timeout):
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        consumer = AIOKafkaConsumer(**client, enable_auto_commit=False)
+        admin = AIOKafkaAdminClient(**client)
         try:
             await consumer.start()
             await admin.start()

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from rtdstream import topics
 from rtdstream.config import Settings
+from rtdstream.kafka_security import ClientOptions, check_credentials, client_options
 from rtdstream.lag import GroupLag, PartitionLag, measure_lag
 from rtdstream.topics import BrokerUnavailable
 
@@ -133,8 +134,10 @@ async def collect_status(
 ) -> ClusterStatus:
     """Ask the broker, then every worker; :class:`BrokerUnavailable` when the broker does not answer."""
     try:
-        offsets = await measure_lag(settings.bootstrap_servers, settings.app_id, topics.ALL, timeout=timeout)
-        state, members = await _describe_group(settings.bootstrap_servers, settings.app_id, timeout)
+        await check_credentials(settings)
+        client = client_options(settings)
+        offsets = await measure_lag(client, settings.app_id, topics.ALL, timeout=timeout)
+        state, members = await _describe_group(client, settings.app_id, timeout)
     except (TimeoutError, KafkaError, OSError) as exc:
         cause = exc if str(exc) else TimeoutError(f"no answer within {timeout:g}s")
         raise BrokerUnavailable(settings.broker_url, cause) from None
@@ -145,10 +148,10 @@ async def collect_status(
 
 
 async def _describe_group(
-    bootstrap_servers: str, group: str, timeout: float
+    client: ClientOptions, group: str, timeout: float
 ) -> tuple[str, list[GroupMember]]:
     async with asyncio.timeout(timeout):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        admin = AIOKafkaAdminClient(**client)
         try:
             await admin.start()
             (response,) = await admin.describe_consumer_groups([group])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from rtdstream.bench.histogram import Histogram
 from rtdstream.bench.options import BenchOptions, options_from_command_line
+from rtdstream.bench.runner import local_listener_pid
 from tests.support.mariadb import MariaDB
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -152,3 +154,13 @@ def test_a_low_rate_run_measures_enough_readings_from_sensors_no_slower_than_the
     assert (plain_run().source_count, plain_run().duration) == (10, 30)  # the default run is unchanged
     assert plain_run(rate=50_000).source_count == 100
     assert plain_run(rate=1, duration=40).duration == 40  # an explicit --duration wins
+
+
+def test_the_process_behind_a_local_broker_address_is_found_to_be_measured() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert local_listener_pid(f"127.0.0.1:{port}") == os.getpid()
+    assert local_listener_pid(f"127.0.0.1:{port}") is None  # nobody listens there any more
+    assert local_listener_pid("kafka.example.net:9092") is None  # not this machine: not measured

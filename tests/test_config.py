@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from rtdstream.config import SettingsError, format_duration, load_settings, parse_duration
+from rtdstream.sink.database import mysql_tls
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +90,33 @@ def test_every_command_stops_at_start_with_one_line_naming_the_setting(command: 
 def test_durations() -> None:
     assert parse_duration("250ms") == 0.25 and parse_duration("2m") == 120 and parse_duration(3) == 3.0
     assert format_duration(0.25) == "250ms" and format_duration(60) == "60s"
+
+
+def test_a_mysql_url_s_tls_parameters_become_the_driver_s_ssl_context(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "ca.key"),
+         "-out", str(ca), "-days", "1", "-subj", "/CN=db-ca"],
+        check=True, capture_output=True, timeout=60,
+    )
+    url, tls = mysql_tls(sa.make_url(f"mysql+aiomysql://u:p@db/rtdb?ssl_ca={ca}&ssl_check_hostname=false&charset=utf8mb4"))
+    assert url.render_as_string(hide_password=False) == "mysql+aiomysql://u:p@db/rtdb?charset=utf8mb4"
+    context = tls["ssl"]
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname is False
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "db-ca"),),)]
+    assert mysql_tls(sa.make_url("mysql+aiomysql://u:p@db/rtdb")) == (sa.make_url("mysql+aiomysql://u:p@db/rtdb"), {})
+    with pytest.raises(SettingsError, match="RTD_DATABASE_URL=.*ssl_ca: no such file: /nope.pem"):
+        load_settings(database_url="mysql+aiomysql://u:p@db/rtdb?ssl_ca=/nope.pem")
+
+
+def test_sasl_needs_a_user_and_password_and_tls_files_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="RTD_KAFKA_USERNAME: required with RTD_KAFKA_SECURITY_PROTOCOL=SASL_SSL"):
+        load_settings(kafka_security_protocol="SASL_SSL", kafka_password="x")
+    with pytest.raises(SettingsError, match="RTD_KAFKA_PASSWORD: required with"):
+        load_settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_username="alice")
+    with pytest.raises(SettingsError, match="RTD_KAFKA_CA_FILE='/nope.pem': no such file"):
+        load_settings(kafka_security_protocol="SSL", kafka_ca_file="/nope.pem")
+    with pytest.raises(SettingsError, match="RTD_KAFKA_SASL_MECHANISM"):
+        load_settings(kafka_sasl_mechanism="GSSAPI")
+    plain = load_settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_username="alice", kafka_password="s3cret")
+    assert "s3cret" not in repr(plain)

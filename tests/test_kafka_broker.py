@@ -7,21 +7,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.support.apache_kafka import KAFKA_BROKER, POM, REPO, ApacheKafka
-from tests.support.kafka import produce, read_topic
-
-
-def pom_kafka_version() -> str:
-    return re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text()).group(1)
+from tests.support.apache_kafka import KAFKA_BROKER, KAFKA_VERSION, REPO, ApacheKafka
+from tests.support.kafka import describe_topic, produce, read_topic
 
 
 def test_the_broker_is_the_version_the_compose_file_runs() -> None:
     compose = (REPO / "docker" / "compose.yml").read_text()
     image = re.search(r"image: apache/kafka:(\S+)", compose).group(1)
-    assert pom_kafka_version() == image
+    assert KAFKA_VERSION == image
 
 
 async def test_a_single_node_serves_producers_and_consumers_and_keeps_its_data(tmp_path: Path) -> None:
@@ -54,23 +48,10 @@ def test_bad_arguments_stop_it_with_one_line_naming_them() -> None:
 @pytest.mark.slow
 async def test_three_nodes_replicate_every_topic_three_times_with_two_in_sync(tmp_path: Path) -> None:
     with ApacheKafka(tmp_path / "kafka", brokers=3) as kafka:
-        await produce(kafka.bootstrap_servers, "rtd.readings", [b"x"] * 10)
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-        await admin.start()
-        try:
-            [topic] = await admin.describe_topics(["rtd.readings"])
-            [response] = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, "rtd.readings", {"min.insync.replicas": None})]
-            )
-        finally:
-            await admin.close()
+        await produce(kafka.bootstrap_servers, "auto.created", [b"x"] * 10)
+        topic, configs = await describe_topic(kafka.bootstrap_servers, "auto.created", ["min.insync.replicas"])
         assert {len(p["replicas"]) for p in topic["partitions"]} == {3}
         assert {len(p["isr"]) for p in topic["partitions"]} == {3}
-        settings = {
-            entry["config_names"]: entry["config_value"]
-            for resource in response.to_object()["resources"]
-            for entry in resource["config_entries"]
-        }
-        assert settings == {"min.insync.replicas": "2"}
+        assert configs == {"min.insync.replicas": "2"}
         assert kafka.stop() == 0, kafka.output()
         assert not kafka.group_alive(), "a JVM outlived SIGTERM"

@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rtdstream.bench.database import BenchDatabase
 from rtdstream.bridge.envelopes import build_envelope
+from rtdstream.kafka_security import ClientOptions
 from rtdstream.lag import topic_partitions
 from rtdstream.sim.server import Sensor
 from rtdstream.sink.bench import batches, raw_limit
@@ -58,16 +59,16 @@ def sim_envelopes(readings: int, per_message: int, sources: int) -> list[tuple[b
 
 
 async def kafka_limits(
-    bootstrap_servers: str, envelopes: list[tuple[bytes, bytes]], *, partitions: int, per_message: int
+    client: ClientOptions, envelopes: list[tuple[bytes, bytes]], *, partitions: int, per_message: int
 ) -> tuple[float, float]:
     """(produce, consume) readings/s through a scratch topic, deleted afterwards."""
     topic = f"rtd.bench.raw.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-        produce = await _produce(bootstrap_servers, topic, envelopes)
-        consume = await _consume(bootstrap_servers, topic, len(envelopes))
+        produce = await _produce(client, topic, envelopes)
+        consume = await _consume(client, topic, len(envelopes))
         await admin.delete_topics([topic])
     finally:
         await admin.close()
@@ -75,10 +76,10 @@ async def kafka_limits(
     return readings / produce, readings / consume
 
 
-async def _produce(bootstrap_servers: str, topic: str, envelopes: list[tuple[bytes, bytes]]) -> float:
+async def _produce(client: ClientOptions, topic: str, envelopes: list[tuple[bytes, bytes]]) -> float:
     """Seconds to produce every envelope with the bridge's producer settings, acknowledged."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=2, max_request_size=1_048_576
+        **client, acks="all", linger_ms=2, max_request_size=1_048_576
     )
     await producer.start()
     try:
@@ -90,9 +91,9 @@ async def _produce(bootstrap_servers: str, topic: str, envelopes: list[tuple[byt
         await producer.stop()
 
 
-async def _consume(bootstrap_servers: str, topic: str, messages: int) -> float:
+async def _consume(client: ClientOptions, topic: str, messages: int) -> float:
     """Seconds to fetch ``messages`` messages from the start of every partition (undecoded)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, [topic])
@@ -109,13 +110,13 @@ async def _consume(bootstrap_servers: str, topic: str, messages: int) -> float:
 
 
 async def measure_limits(
-    *, bootstrap_servers: str, database: BenchDatabase, readings: int, per_message: int,
+    *, client: ClientOptions, database: BenchDatabase, readings: int, per_message: int,
     sink_batch: int, sources: int, partitions: int,
 ) -> RawLimits:
     """Every raw limit, with ``readings`` readings in messages of ``per_message``."""
     envelopes = sim_envelopes(readings, per_message, sources)
     produce, consume = await kafka_limits(
-        bootstrap_servers, envelopes, partitions=partitions, per_message=per_message
+        client, envelopes, partitions=partitions, per_message=per_message
     )
     rows_per_transaction = sink_batch * per_message
     raw_batches = list(batches(len(envelopes) * per_message, per_message, sources))

@@ -24,6 +24,7 @@ from rtdstream import topics
 from rtdstream.bench.clients import ClientFleet
 from rtdstream.bench.database import BenchDatabase
 from rtdstream.bench.histogram import Histogram
+from rtdstream.kafka_security import ClientOptions
 from rtdstream.lag import GroupLag, measure_lag
 from rtdstream.status import CONSUMED
 
@@ -127,8 +128,8 @@ def _tree_usage(process: psutil.Process, with_children: bool) -> tuple[float, in
 class LagProbe:
     """The worker group's lag, refreshed in the background (each measurement opens its own clients)."""
 
-    def __init__(self, bootstrap_servers: str, group: str) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, client: ClientOptions, group: str) -> None:
+        self.client = client
         self.group = group
         self.latest: GroupLag | None = None
         self._task: asyncio.Task[None] | None = None
@@ -144,7 +145,7 @@ class LagProbe:
     async def _run(self) -> None:
         while True:
             try:
-                self.latest = await measure_lag(self.bootstrap_servers, self.group, CONSUMED, timeout=5.0)
+                self.latest = await measure_lag(self.client, self.group, CONSUMED, timeout=5.0)
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.warning("bench: lag not measured (%r)", exc)
             await asyncio.sleep(LAG_INTERVAL)

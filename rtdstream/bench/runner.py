@@ -35,6 +35,7 @@ from rtdstream.bench.report import RunRecord, build_report, evaluate_step, write
 from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import Settings
 from rtdstream.errors import UserError
+from rtdstream.kafka_security import ClientOptions, client_options
 from rtdstream.lag import topic_partitions
 from rtdstream.status import CONSUMED
 
@@ -131,13 +132,13 @@ class BenchRun:
         app_id = settings.app_id if embedded else f"{settings.app_id}-bench-{self.stamp}"
         await topics.ensure_topics(settings)
         if not embedded:
-            await start_group_at_end(settings.bootstrap_servers, app_id)
+            await start_group_at_end(client_options(settings), app_id)
         pipeline = Pipeline.configure(
             self.run_dir, broker_url=settings.broker_url, database_url=database.url, app_id=app_id,
             workers=options.workers, embedded=embedded,
         )
         first_rate = options.ramp.start if options.ramp else options.rate
-        lag = LagProbe(settings.bootstrap_servers, app_id)
+        lag = LagProbe(client_options(settings), app_id)
         sampler: Sampler | None = None
         self.out(f"bench: starting {options.workers} worker(s), web view, simulator and bridge; logs in {self.run_dir}")
         try:
@@ -275,6 +276,8 @@ class BenchRun:
             pids["mariadb"] = (self._database_server, False)
         if self.broker is not None and self.broker.process is not None:
             pids["broker"] = (self.broker.process.pid, False)
+        elif (broker_pid := local_listener_pid(self.settings.bootstrap_servers.split(",")[0])) is not None:
+            pids["broker"] = (broker_pid, False)  # a Kafka on this machine (its first node): part of the cost
         return pids
 
     async def _limits(self, settings: Settings, database: BenchDatabase, emitted: int) -> RawLimits:
@@ -283,7 +286,7 @@ class BenchRun:
         per_message = max(1, round(emitted / final["readings_messages"])) if final.get("readings_messages") else 1
         readings = self.options.limit_rows or min(max(emitted, 10_000), 500_000)
         limits = await measure_limits(
-            bootstrap_servers=settings.bootstrap_servers, database=database, readings=readings,
+            client=client_options(settings), database=database, readings=readings,
             per_message=per_message, sink_batch=settings.sink_batch, sources=len(self.fleets[-1].sources),
             partitions=settings.partitions,
         )
@@ -340,14 +343,14 @@ async def _check_clients(database: BenchDatabase, fleet: ClientFleet, *, replace
     return clients
 
 
-async def start_group_at_end(bootstrap_servers: str, group: str) -> None:
+async def start_group_at_end(client: ClientOptions, group: str) -> None:
     """Commit a new consumer group's offsets at the current end of the topics the worker consumes.
 
     On a shared Kafka the topics already hold other runs' data; a fresh group
     would start from the beginning (as the worker must in production) and
     fill the benchmark's database with readings the simulator never emitted.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, CONSUMED)
@@ -386,6 +389,17 @@ def machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.release()}",
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def local_listener_pid(address: str) -> int | None:
+    """The pid of the process listening on ``host:port`` when that is this machine, else None."""
+    host, _, port = address.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        return None
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == int(port) and connection.pid:
+            return connection.pid
+    return None
 
 
 def mariadb_pid(url: str) -> int | None:

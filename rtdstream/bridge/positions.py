@@ -15,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from rtdstream.config import Settings
+from rtdstream.kafka_security import client_options
 from rtdstream.lag import topic_partitions
 from rtdstream.topics import READINGS
 
@@ -36,7 +37,7 @@ def time_of(record: object) -> int | None:
 
 async def recover_positions(settings: Settings) -> dict[str, int]:
     """Newest reading time per source in the tail of every ``rtd.readings`` partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     positions: dict[str, int] = {}
     try:

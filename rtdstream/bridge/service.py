@@ -16,6 +16,7 @@ from rtdstream.bridge.positions import recover_positions, resume_url, time_of
 from rtdstream.bridge.reader import StreamReader
 from rtdstream.bridge.stats import BridgeStats
 from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.kafka_security import client_options
 from rtdstream.models import dead_letter
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class Bridge:
         settings = self.settings
         await topics.ensure_topics(settings)
         producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **client_options(settings),
             acks="all",
             # No linger: aiokafka sends while no request to the node is in flight and batches
             # what arrives meanwhile, so a quiet bridge waits for nothing (README, Latency).

@@ -16,6 +16,7 @@ Both back ends need a little setup the URL cannot carry:
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,14 +42,43 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
         engine = create_async_engine(parsed, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         _own_sqlite_transactions(engine, begin="BEGIN IMMEDIATE" if writer else "BEGIN")
         return engine
+    parsed, tls = mysql_tls(parsed)
     engine = create_async_engine(
         parsed,
-        connect_args={"init_command": MYSQL_SESSION, "connect_timeout": 5},
+        connect_args={"init_command": MYSQL_SESSION, "connect_timeout": 5, **tls},
         pool_pre_ping=True,
         pool_recycle=3600,
     )
     engine.sync_engine.pool.logger.addFilter(_ONE_LINE_RESET_FAILURES)
     return engine
+
+
+#: TLS parameters a MySQL URL may carry, as pymysql and SQLAlchemy's MySQL dialects name them.
+MYSQL_TLS_PARAMETERS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_check_hostname")
+
+
+def mysql_tls(url: sa.URL) -> tuple[sa.URL, dict[str, ssl.SSLContext]]:
+    """``url`` without its ``ssl_*`` parameters, and the connect argument they stand for.
+
+    ``?ssl_ca=/ca.pem&ssl_cert=/client.pem&ssl_key=/client.key&ssl_check_hostname=false`` is how
+    SQLAlchemy documents TLS for MySQL, but it hands them to the driver as a dict, and aiomysql
+    takes only an :class:`ssl.SSLContext`: this builds it. With any of them the connection
+    requires TLS and verifies the server (against ``ssl_ca``, else the system's authorities).
+    """
+    query = {key: value for key, value in url.query.items() if key not in MYSQL_TLS_PARAMETERS}
+    given = {key: url.query[key] for key in MYSQL_TLS_PARAMETERS if key in url.query}
+    if not given:
+        return url, {}
+    context = ssl.create_default_context(cafile=_one(given.get("ssl_ca")))
+    if "ssl_cert" in given:
+        context.load_cert_chain(_one(given["ssl_cert"]), _one(given.get("ssl_key")))
+    if str(_one(given.get("ssl_check_hostname")) or "true").lower() in ("false", "0", "no"):
+        context.check_hostname = False
+    return url.set(query=query), {"ssl": context}
+
+
+def _one(value: str | tuple[str, ...] | None) -> str | None:
+    return value[-1] if isinstance(value, tuple) else value
 
 
 class _OneLineResetFailures(logging.Filter):

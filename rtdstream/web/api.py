@@ -35,6 +35,7 @@ from multidict import MultiMapping
 
 from rtdstream import lag, metrics, topics
 from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.kafka_security import client_options
 from rtdstream.sink.repository import Page, Position
 from rtdstream.web.errors import BadParameter, json_response
 from rtdstream.web.history import DATABASE_ERRORS
@@ -251,7 +252,7 @@ class HttpApi:
     async def _lag_check(self) -> dict[str, Any]:
         try:
             group = await lag.measure_lag(
-                self.settings.bootstrap_servers, self.settings.app_id, LAG_TOPICS, timeout=HEALTH_TIMEOUT
+                client_options(self.settings), self.settings.app_id, LAG_TOPICS, timeout=HEALTH_TIMEOUT
             )
         except COORDINATOR_PENDING as exc:
             # The broker answered; the group's coordinator is not ready yet (Apache Kafka creates

@@ -31,7 +31,9 @@ from aiokafka.errors import KafkaError
 from rtdstream import metrics, topics
 from rtdstream.backoff import Backoff
 from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.kafka_security import client_options
 from rtdstream.lag import topic_partitions
+from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.validation import Reason, validate_message
 from rtdstream.web.live import LiveHub
 
@@ -65,7 +67,9 @@ class TopicFeed:
         while True:
             try:
                 await self._consume(backoff)
-            except (KafkaError, OSError, topics.BrokerUnavailable) as exc:
+            except (KafkaError, OSError, TimeoutError, topics.BrokerUnavailable) as exc:
+                if not (is_transient(exc) or isinstance(exc, topics.BrokerUnavailable)):
+                    exit_on_bug("web feed", exc)
                 self.ready.clear()
                 delay = backoff.next()
                 log.warning("web feed lost the broker (%s); reconnecting in %.1fs", exc, delay)
@@ -74,7 +78,7 @@ class TopicFeed:
     async def _consume(self, backoff: Backoff) -> None:
         await topics.ensure_topics(self.settings)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **client_options(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="latest",
             # A broker may hold a fetch until this wait is over even when data is

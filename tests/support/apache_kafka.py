@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import UnknownTopicOrPartitionError
+
 from rtdstream.broker import can_bind, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_BROKER = REPO / "scripts" / "kafka-broker"
 POM = REPO / "scripts" / "kafka" / "pom.xml"
+#: The version scripts/kafka-broker installs: the one the pom names.
+KAFKA_VERSION = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text()).group(1)  # type: ignore[union-attr]
+KAFKA_LIBS = REPO / ".kafka" / KAFKA_VERSION / "libs"
 
 
 def free_port_range(count: int, host: str = "127.0.0.1") -> int:
@@ -43,6 +51,8 @@ class ApacheKafka:
     host: str = "127.0.0.1"
     port: int = 0
     log: Path | None = None
+    #: Broker settings ``key=value`` passed after ``--``, over the script's own.
+    extra: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -59,7 +69,7 @@ class ApacheKafka:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(KAFKA_BROKER), "--port", str(self.port), "--host", self.host,
-                 "--data", str(self.data), "--brokers", str(self.brokers)],
+                 "--data", str(self.data), "--brokers", str(self.brokers), *(("--", *self.extra) if self.extra else ())],
                 stdout=log, stderr=subprocess.STDOUT,
                 # Its own process group: a test's signal reaches the script alone, as from a supervisor.
                 start_new_session=True,
@@ -94,6 +104,15 @@ class ApacheKafka:
             pass
         self.process.wait()
 
+    def add_scram_user(self, name: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
+        """Create a SASL/SCRAM user through the plaintext listener, with Kafka's own ConfigCommand."""
+        subprocess.run(
+            ["java", "-cp", f"{KAFKA_LIBS}/*", "kafka.admin.ConfigCommand",
+             "--bootstrap-server", f"{self.host}:{self.port}", "--alter", "--entity-type", "users",
+             "--entity-name", name, "--add-config", f"{mechanism}=[iterations=8192,password={password}]"],
+            check=True, capture_output=True, timeout=120,
+        )
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log else ""
 
@@ -105,3 +124,26 @@ class ApacheKafka:
             self.stop()
         finally:
             self.kill()
+
+
+async def delete_topics(bootstrap: str, timeout: float = 30.0) -> None:
+    """Delete every topic but Kafka's internal ones, and wait until the cluster no longer lists them.
+
+    Deletion is asynchronous in Kafka: a topic recreated while still listed would be "already
+    existing" and then vanish under its new users.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while leftover := [t for t in await admin.list_topics() if not t.startswith("__")]:
+            if loop.time() > deadline:
+                raise RuntimeError(f"topics still listed {timeout:g}s after their deletion: {leftover}")
+            try:
+                await admin.delete_topics(leftover)
+            except UnknownTopicOrPartitionError:
+                pass  # deleted meanwhile
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
