@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rtdstream.broker import EmbeddedBroker
-from tests.support.apache_kafka import ApacheKafka
+from tests.support.apache_kafka import ApacheKafka, delete_topics
 from tests.support.mariadb import MariaDB
 from tests.support.processes import ProcessGroup
 
@@ -29,16 +30,26 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"RTD_TEST_BROKER must be 'embedded' or 'kafka', not {TEST_BROKER!r}")
 
 
+@pytest.fixture(scope="session")
+def session_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """One Apache Kafka for every test of the session that runs on RTD_TEST_BROKER=kafka."""
+    with ApacheKafka(tmp_path_factory.mktemp("session-kafka") / "kafka") as running:
+        yield running
+
+
 @pytest.fixture
 def broker(request: pytest.FixtureRequest) -> Iterator[EmbeddedBroker | ApacheKafka]:
-    """A fresh broker per test, so no topic or group leaks between tests.
+    """A broker with no topic or group of an earlier test.
 
-    The embedded one (in memory, starts in milliseconds) unless RTD_TEST_BROKER=kafka, which
-    gives each test a one-node Apache Kafka of its own instead (about 5 s more per test): the
-    test's ``apache_kafka``, so a test that asks for both gets one cluster, not two on one folder.
+    The embedded one, fresh per test (in memory, starts in milliseconds), unless
+    RTD_TEST_BROKER=kafka: then the session's Apache Kafka, with every topic of earlier tests
+    deleted first (their groups cannot be joined by mistake either: ``rtd_env`` gives each test an
+    app id of its own).
     """
     if TEST_BROKER == "kafka":
-        yield request.getfixturevalue("apache_kafka")
+        kafka = request.getfixturevalue("session_kafka")
+        asyncio.run(delete_topics(kafka.bootstrap_servers))
+        yield kafka
         return
     with EmbeddedBroker() as running:
         yield running
@@ -87,6 +98,8 @@ def rtd_env(broker: EmbeddedBroker, sqlite_url: str, tmp_path: Path) -> dict[str
         RTD_LOG_LEVEL="info",
         PYTHONUNBUFFERED="1",
     )
+    if TEST_BROKER == "kafka":  # one cluster for the session: a consumer group of this test's own
+        env["RTD_APP_ID"] = f"rtd-test-{uuid.uuid4().hex[:8]}"
     env.pop("PORT", None)
     return env
 
