@@ -263,6 +263,12 @@ class Settings(BaseSettings):
         description="Most per-reading live events (newData, reading, partial) per source per second; "
         "faster sources are coalesced to their latest value (the `readings` batch event carries all).",
     )
+    live_input: Literal["readings", "validated"] = Field(
+        "readings", validation_alias="RTD_LIVE_INPUT",
+        description="Where the web view takes live readings from: readings (rtd.readings, validated by the web "
+        "view itself: one broker hop, the lowest latency) or validated (the worker's rtd.validated: a hop and "
+        "the worker's batches more, and less CPU in each web process at high rates).",
+    )
     newdata_source: str | None = Field(
         None, validation_alias="RTD_NEWDATA_SOURCE",
         description="The source whose readings `newData` carries (the original system had one sensor, and its "

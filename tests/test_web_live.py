@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
-from rtdstream.models import ReadingBatch, dead_letter
+from rtdstream.models import ReadingBatch, dead_letter, encode_batch
 from rtdstream.sink import schema
 from rtdstream.sink.database import create_engine
 from rtdstream.sink.migrate import upgrade
@@ -196,6 +196,23 @@ async def test_live_readings_come_from_rtd_readings_validated_by_the_web_view_it
     ])
     await client.wait_for(lambda: client.of("newData")[-1:] == [{"time": str(t0 + 2), "speed": "16"}])
     assert client.of("newData") == [{"time": str(t0), "speed": "4"}, {"time": str(t0 + 2), "speed": "16"}]
+    await client.disconnect()
+
+
+async def test_with_live_input_validated_live_readings_come_from_the_worker_s_output(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    _, url = start_web(processes, {**rtd_env, "RTD_LIVE_INPUT": "validated"})
+    client = RecordingClient()
+    await client.connect(url)
+    t0 = now_ms()
+    await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0], [1])])  # rtd.readings: not read
+    await produce_keyed(
+        broker.bootstrap_servers, topics.VALIDATED,
+        [(b"s1", encode_batch(ReadingBatch("s1", [t0 + 1], [2], origin=(0, 0, 0))))],
+    )
+    await client.wait_for(lambda: bool(client.of("newData")))
+    assert client.of("newData") == [{"time": str(t0 + 1), "speed": "2"}]
     await client.disconnect()
 
 
