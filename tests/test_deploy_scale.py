@@ -11,9 +11,10 @@ import pytest
 
 from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker, free_port
-from rtdstream.config import load_settings
-from rtdstream.status import CONSUMED, ClusterStatus, collect_status
+from rtdstream.status import CONSUMED, collect_status
 from rtdstream.tables.specs import window_specs
+from tests.support.apache_kafka import ApacheKafka
+from tests.support.cluster import partition_owners, settings_of
 from tests.support.kafka import read_topic
 from tests.support.mariadb import MariaDB
 from tests.support.pipeline import stored_exactly_once, wait_for_rows
@@ -24,16 +25,6 @@ GRACE_MS = 2000
 #: Longer than a takeover (session timeout + rebalance + recovery, about 10 s here): a partition
 #: paused by the rebalance must not look idle, or its open windows close early (see README, Operate).
 IDLE_TIMEOUT = "15s"
-
-
-def owners(status: ClusterStatus) -> dict[tuple[str, int], list[str]]:
-    """Owners of every partition the worker group consumes (an empty list: nobody owns it)."""
-    known = status.owners()
-    return {
-        (p.topic, p.partition): known.get((p.topic, p.partition), [])
-        for p in status.offsets.partitions
-        if p.topic in CONSUMED
-    }
 
 
 def status_command(env: dict[str, str], *urls: str) -> dict:
@@ -64,7 +55,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
         "RTD_IDLE_TIMEOUT": IDLE_TIMEOUT,
         "RTD_LEGACY_TABLE": "true",  # stored_exactly_once counts the key-less table
     }
-    settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])
+    settings = settings_of(env)
     (doomed, doomed_url), (survivor, survivor_url) = (
         await start_worker(processes, env, ready=False),
         await start_worker(processes, env, ready=False),
@@ -73,7 +64,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
         await worker.await_log(r"\[\^Worker\]: Ready", timeout=120)
 
     async def shared() -> bool:
-        by_partition = owners(await collect_status(settings, [doomed_url, survivor_url]))
+        by_partition = await partition_owners(env, [doomed_url, survivor_url])
         return all(len(urls) == 1 for urls in by_partition.values()) and {
             url for urls in by_partition.values() for url in urls
         } == {doomed_url, survivor_url}
@@ -86,7 +77,7 @@ async def test_a_worker_killed_mid_stream_hands_its_partitions_over_and_nothing_
     processes.kill(doomed)
 
     async def taken_over() -> bool:
-        by_partition = owners(await collect_status(settings, [doomed_url, survivor_url]))
+        by_partition = await partition_owners(env, [doomed_url, survivor_url])
         return all(urls == [survivor_url] for urls in by_partition.values())
 
     await until(taken_over, timeout=90, what="the survivor owning every partition")
@@ -147,3 +138,34 @@ def _window_key(window: dict) -> tuple[str, str, int]:
 
 def _aggregate(window: dict) -> list:
     return [window[name] for name in ("count", "min", "max", "sum", "first_time", "last_time", "last_speed")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_worker_stopped_with_sigterm_leaves_the_group_so_its_partitions_move_before_the_session_timeout(
+    apache_kafka: ApacheKafka, rtd_env: dict[str, str], processes: ProcessGroup
+) -> None:
+    # A session timeout far longer than the wait below: a worker that stopped without leaving the
+    # group would keep its partitions that long, as a killed one does.
+    env = {**rtd_env, "RTD_BROKER": apache_kafka.url, "RTD_SESSION_TIMEOUT": "45s"}
+    (leaving, leaving_url), (staying, staying_url) = (
+        await start_worker(processes, env),
+        await start_worker(processes, env, ready=False),
+    )
+    urls = [leaving_url, staying_url]
+
+    async def shared() -> bool:
+        return {url for owned in (await partition_owners(env, urls)).values() for url in owned} == set(urls)
+
+    await until(shared, timeout=120, what="both workers owning partitions")
+    assert processes.terminate(leaving, timeout=60) == 0
+
+    async def moved() -> bool:
+        return all(owned == [staying_url] for owned in (await partition_owners(env, [staying_url])).values())
+
+    # Heartbeats come every 9 s (a fifth of the session timeout): the survivor hears of the
+    # rebalance the leaving worker started within one of them, far before the 45 s.
+    await until(moved, timeout=25, what="the staying worker owning every partition")
+    status = await collect_status(settings_of(env), [staying_url])
+    assert [member.url for member in status.members] == [staying_url]
+    assert processes.terminate(staying, timeout=60) == 0

@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError
 
@@ -53,6 +54,8 @@ class ApacheKafka:
     log: Path | None = None
     #: Broker settings ``key=value`` passed after ``--``, over the script's own.
     extra: tuple[str, ...] = ()
+    #: Keep the other nodes running when one exits (``--keep-going``): for tests that kill a broker.
+    keep_going: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -69,7 +72,8 @@ class ApacheKafka:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(KAFKA_BROKER), "--port", str(self.port), "--host", self.host,
-                 "--data", str(self.data), "--brokers", str(self.brokers), *(("--", *self.extra) if self.extra else ())],
+                 "--data", str(self.data), "--brokers", str(self.brokers),
+                 *(["--keep-going"] if self.keep_going else []), *(("--", *self.extra) if self.extra else ())],
                 stdout=log, stderr=subprocess.STDOUT,
                 # Its own process group: a test's signal reaches the script alone, as from a supervisor.
                 start_new_session=True,
@@ -103,6 +107,16 @@ class ApacheKafka:
         except ProcessLookupError:
             pass
         self.process.wait()
+
+    def kill_node(self, node_id: int) -> None:
+        """``kill -9`` of one node's JVM (node ids count from 1; node n takes clients on port + n - 1)."""
+        port = self.port + node_id - 1
+        pids = {
+            c.pid for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+        }
+        assert len(pids) == 1, f"no single process listens on {port}: {pids}"
+        os.kill(pids.pop(), signal.SIGKILL)
 
     def add_scram_user(self, name: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
         """Create a SASL/SCRAM user through the plaintext listener, with Kafka's own ConfigCommand."""
@@ -147,3 +161,14 @@ async def delete_topics(bootstrap: str, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+async def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
+    """The node id that leads ``topic``'s ``partition``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [metadata] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return next(p["leader"] for p in metadata["partitions"] if p["partition"] == partition)

@@ -10,9 +10,9 @@ from aiokafka.errors import KafkaError
 
 from rtdstream import topics
 from rtdstream.broker import free_port
-from rtdstream.config import load_settings
 from rtdstream.kafka_security import client_options
 from rtdstream.lag import measure_lag
+from tests.support.cluster import settings_of
 from tests.support.mariadb import MariaDB
 from tests.support.processes import Proc, ProcessGroup, sim_total, start_worker, until
 from tests.support.web import FEED_READY
@@ -102,7 +102,7 @@ async def stored_exactly_once(
 
 async def sink_caught_up(env: dict[str, str]) -> bool:
     """Whether the worker group of ``env`` has committed every message of rtd.validated."""
-    settings = load_settings(**{key: value for key, value in env.items() if key.startswith("RTD_")})
+    settings = settings_of(env)
     try:
         lag = await measure_lag(client_options(settings), settings.app_id, [topics.VALIDATED])
     except (KafkaError, OSError, TimeoutError):
