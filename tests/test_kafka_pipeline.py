@@ -76,7 +76,7 @@ async def test_on_three_brokers_killing_a_partition_leader_loses_and_duplicates_
         leader = await partition_leader(kafka.bootstrap_servers, topics.READINGS, 0)
         kafka.kill_node(leader)
         emitted = await pipeline.end_stream(after=10.0)
-        assert emitted > 3000
+        assert emitted > 1000  # the bridge pauses while the partitions elect new leaders
 
         # The two brokers left (2 in sync are enough) took every reading: MySQL has each exactly once ...
         readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env, timeout=180)

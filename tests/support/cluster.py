@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from rtdstream.config import Settings, load_settings
 from rtdstream.status import CONSUMED, ClusterStatus, collect_status
 
@@ -24,3 +26,9 @@ def owners(status: ClusterStatus) -> dict[tuple[str, int], list[str]]:
 async def partition_owners(env: dict[str, str], worker_urls: list[str]) -> dict[tuple[str, int], list[str]]:
     """:func:`owners` of the group of ``env``, asking the workers at ``worker_urls``."""
     return owners(await collect_status(settings_of(env), worker_urls))
+
+
+def port_of(url: str) -> int | None:
+    """A worker URL's port: Apache Kafka hands on the URL a worker publishes (its host name), the
+    embedded broker does not, and then the URL is the one the status asked (127.0.0.1)."""
+    return urlsplit(url).port

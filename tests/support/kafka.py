@@ -72,7 +72,11 @@ async def describe_topic(bootstrap: str, topic: str, config_names: Iterable[str]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        [metadata] = await admin.describe_topics([topic])
+        for _ in range(100):  # a topic just created may be listed before its partitions are
+            [metadata] = await admin.describe_topics([topic])
+            if metadata["partitions"]:
+                break
+            await asyncio.sleep(0.1)
         [response] = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config_names))]
         )

@@ -107,7 +107,7 @@ async def sink_caught_up(env: dict[str, str]) -> bool:
         lag = await measure_lag(client_options(settings), settings.app_id, [topics.VALIDATED])
     except (KafkaError, OSError, TimeoutError):
         return False
-    return bool(lag.partitions) and lag.total() == 0
+    return bool(lag.partitions) and lag.total == 0
 
 
 class MemoryWatch:
