@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from rtdstream.config import Settings
@@ -69,6 +70,27 @@ async def ensure_topics(settings: Settings, *, retry_for: float = 60.0) -> None:
                 "created topics %s with %d partitions, %d replica(s), min.insync.replicas %d",
                 [t.name for t in missing], settings.partitions, settings.replication_factor, settings.insync_replicas,
             )
+    finally:
+        await admin.close()
+
+
+async def max_message_bytes(settings: Settings, topic: str) -> int | None:
+    """The topic's ``max.message.bytes``, or None where the broker does not say (the embedded one)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+        )
+        values = [
+            entry["config_value"]
+            for resource in response.to_object()["resources"]
+            for entry in resource["config_entries"]
+            if entry["config_names"] == "max.message.bytes"
+        ]
+        return int(values[0]) if values and str(values[0]).isdigit() else None
+    except (KafkaError, OSError, ValueError, KeyError):
+        return None
     finally:
         await admin.close()
 

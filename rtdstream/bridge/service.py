@@ -47,6 +47,7 @@ class Bridge:
             max_batch=settings.bridge_batch,
             linger=settings.bridge_linger,
             stats=self.stats,
+            max_bytes=await envelope_limit(settings),
         )
         await self._envelopes.start()
         if settings.resume:
@@ -117,6 +118,28 @@ class Bridge:
                 )
             else:
                 log.info("bridge totals %s", self.stats.summary())
+
+
+#: Envelopes stay below this, and below the topic's own limit less room for the batch's framing.
+ENVELOPE_MAX_BYTES = 512 * 1024
+FRAMING_BYTES = 512
+
+
+async def envelope_limit(settings: Settings) -> int:
+    """The largest envelope to build: below rtd.readings' ``max.message.bytes`` from the start.
+
+    A refusal as too large costs more than the message: an idempotent producer's sequence for the
+    partition is broken by it (the next send fails with OutOfOrderSequenceNumber), so the bridge
+    asks the topic's limit instead of finding it out. Splitting on refusal stays for a limit lowered
+    while the bridge runs.
+    """
+    limit = await topics.max_message_bytes(settings, topics.READINGS)
+    if limit is None:
+        return ENVELOPE_MAX_BYTES
+    envelope = min(ENVELOPE_MAX_BYTES, limit - FRAMING_BYTES if limit > 2 * FRAMING_BYTES else limit // 2)
+    if envelope < ENVELOPE_MAX_BYTES:
+        log.info("%s takes messages of at most %d bytes: envelopes of at most %d bytes", topics.READINGS, limit, envelope)
+    return envelope
 
 
 async def start_producer(settings: Settings) -> AIOKafkaProducer:

@@ -72,21 +72,21 @@ async def describe_topic(bootstrap: str, topic: str, config_names: Iterable[str]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        for _ in range(100):  # a topic just created may be listed before its partitions are
+        for _ in range(100):  # a topic just created may be described before its partitions and configs are
             [metadata] = await admin.describe_topics([topic])
-            if metadata["partitions"]:
+            [response] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config_names))]
+            )
+            configs = {
+                entry["config_names"]: entry["config_value"]
+                for resource in response.to_object()["resources"]
+                for entry in resource["config_entries"]
+            }
+            if metadata["partitions"] and configs:
                 break
             await asyncio.sleep(0.1)
-        [response] = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(config_names))]
-        )
     finally:
         await admin.close()
-    configs = {
-        entry["config_names"]: entry["config_value"]
-        for resource in response.to_object()["resources"]
-        for entry in resource["config_entries"]
-    }
     return metadata, configs
 
 
