@@ -11,10 +11,10 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import UnknownTopicOrPartitionError
 
+from rtdstream.bench.runner import local_listener_pid
 from rtdstream.broker import can_bind, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,13 +110,10 @@ class ApacheKafka:
 
     def kill_node(self, node_id: int) -> None:
         """``kill -9`` of one node's JVM (node ids count from 1; node n takes clients on port + n - 1)."""
-        port = self.port + node_id - 1
-        pids = {
-            c.pid for c in psutil.net_connections(kind="tcp")
-            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
-        }
-        assert len(pids) == 1, f"no single process listens on {port}: {pids}"
-        os.kill(pids.pop(), signal.SIGKILL)
+        address = f"{self.host}:{self.port + node_id - 1}"
+        pid = local_listener_pid(address)
+        assert pid is not None, f"nothing listens on {address}"
+        os.kill(pid, signal.SIGKILL)
 
     def add_scram_user(self, name: str, password: str, mechanism: str = "SCRAM-SHA-256") -> None:
         """Create a SASL/SCRAM user through the plaintext listener, with Kafka's own ConfigCommand."""
