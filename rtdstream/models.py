@@ -18,19 +18,31 @@ import orjson
 Speed = int | float
 
 
+#: ``(offset, index, count)``: ``count`` readings from the ``index``-th source batch of the
+#: ``rtd.readings`` message at ``offset``.
+Part = tuple[int, int, int]
+#: ``(offset, index)`` of the newest part applied from an input partition: a replay is at or below it.
+Mark = tuple[int, int]
+
+
 @dataclass(slots=True)
 class ReadingBatch:
     """Validated readings of one source, in arrival order.
 
     ``origin`` is ``(partition, offset, index)`` of the ``rtd.readings``
-    message the batch came from: replays of that message produce the same
-    origin, which lets the window stage skip batches it has already counted.
+    message the batch's last readings came from. A batch that gathers several
+    input messages lists them in ``parts``, oldest first; without ``parts`` the
+    whole batch is one part, at ``origin``. A replay of the input after a crash
+    produces the same parts (each input message validates the same way), though
+    not necessarily the same batches: :meth:`since` is how later stages keep
+    exactly the parts they have not applied yet.
     """
 
     source: str
     times: list[int] = field(default_factory=list)
     speeds: list[Speed] = field(default_factory=list)
     origin: tuple[int, int, int] = (-1, -1, 0)
+    parts: list[Part] | None = None
 
     def __len__(self) -> int:
         return len(self.times)
@@ -38,6 +50,31 @@ class ReadingBatch:
     def append(self, time: int, speed: Speed) -> None:
         self.times.append(time)
         self.speeds.append(speed)
+
+    def origin_parts(self) -> list[Part]:
+        return self.parts if self.parts is not None else [(self.origin[1], self.origin[2], len(self.times))]
+
+    @property
+    def mark(self) -> Mark:
+        """The newest part's position: what a stage remembers once it applied this batch."""
+        return self.origin[1], self.origin[2]
+
+    def since(self, mark: Mark | None) -> ReadingBatch | None:
+        """The readings of the parts newer than ``mark``: the batch itself, a tail of it, or None."""
+        if mark is None or self.origin[0] < 0:
+            return self
+        parts = self.origin_parts()
+        skip = skipped = 0
+        while skip < len(parts) and (parts[skip][0], parts[skip][1]) <= mark:
+            skipped += parts[skip][2]
+            skip += 1
+        if skip == 0:
+            return self
+        if skip == len(parts):
+            return None
+        return ReadingBatch(
+            self.source, self.times[skipped:], self.speeds[skipped:], self.origin, parts[skip:]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +91,10 @@ class IdleTick:
 
 
 def encode_batch(batch: ReadingBatch) -> bytes:
-    return orjson.dumps(
-        {"source": batch.source, "origin": batch.origin, "time": batch.times, "speed": batch.speeds}
-    )
+    record: dict[str, Any] = {"source": batch.source, "origin": batch.origin, "time": batch.times, "speed": batch.speeds}
+    if batch.parts is not None and len(batch.parts) > 1:
+        record["parts"] = batch.parts
+    return orjson.dumps(record)
 
 
 def encode_envelope(batch: ReadingBatch) -> bytes:
@@ -75,8 +113,10 @@ def decode_validated(data: bytes) -> ReadingBatch | IdleTick:
     tick = obj.get("tick")
     if tick is not None:
         return IdleTick(partition=tick["partition"], max_time=tick["max_time"])
+    parts = obj.get("parts")
     return ReadingBatch(
-        source=obj["source"], times=obj["time"], speeds=obj["speed"], origin=tuple(obj["origin"])
+        source=obj["source"], times=obj["time"], speeds=obj["speed"], origin=tuple(obj["origin"]),
+        parts=[tuple(part) for part in parts] if parts is not None else None,
     )
 
 

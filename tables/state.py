@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from rtdstream.origins import OriginMarks
 from rtdstream.tables.aggregate import Aggregate
 from rtdstream.tables.specs import WindowSpec
 
@@ -53,9 +54,9 @@ class ClosedWindow:
 class PartitionState:
     #: Highest rtd.validated offset applied; anything at or below it is a replay.
     input_offset: int = -1
-    #: rtd.readings partition -> highest (offset, index) origin applied, to skip
-    #: batches the validation stage sent again after its own restart.
-    origins: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: The newest rtd.readings part applied per input partition and source, to skip
+    #: readings the validation stage sent again after its own restart.
+    origins: OriginMarks = field(default_factory=OriginMarks)
     #: Latest reading time seen on the partition (None before the first reading).
     max_time: int | None = None
     #: Watermark floor raised by idle ticks (None until a tick closed something).
@@ -72,15 +73,6 @@ class PartitionState:
             return self.floor
         behind = self.max_time - grace
         return behind if self.floor is None else max(behind, self.floor)
-
-    def is_replayed_origin(self, origin: tuple[int, int, int]) -> bool:
-        partition, offset, index = origin
-        return partition >= 0 and (offset, index) <= self.origins.get(partition, (-1, -1))
-
-    def mark_origin(self, origin: tuple[int, int, int]) -> None:
-        partition, offset, index = origin
-        if partition >= 0:
-            self.origins[partition] = (offset, index)
 
     def add(self, source: str, spec: WindowSpec, start: int, aggregate: Aggregate) -> None:
         """Merge ``aggregate`` into a window, opening it if needed (the aggregate is not kept)."""
@@ -139,7 +131,7 @@ class PartitionState:
         return orjson.dumps(
             {
                 "input_offset": self.input_offset,
-                "origins": {str(partition): list(origin) for partition, origin in self.origins.items()},
+                **self.origins.to_json(),
                 "max_time": self.max_time,
                 "floor": self.floor,
                 "windows": {
@@ -158,7 +150,7 @@ class PartitionState:
         obj = orjson.loads(data)
         state = cls(
             input_offset=obj["input_offset"],
-            origins={int(partition): tuple(origin) for partition, origin in obj["origins"].items()},
+            origins=OriginMarks.from_json(obj),
             max_time=obj["max_time"],
             floor=obj["floor"],
             late=obj["late"],

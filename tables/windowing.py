@@ -60,18 +60,18 @@ class Windowing:
 
         Replays are recognised twice over: by the input offset (this stage
         restarted) and by the batch's origin (the validation stage restarted
-        and sent the same readings again under a new offset).
+        and sent the same readings again under a new offset, maybe in batches
+        of other boundaries: only the readings not applied yet are applied).
         """
         if offset <= state.input_offset:
             return False
         state.input_offset = offset
         if isinstance(message, IdleTick):
             self._apply_tick(state, message)
-        elif state.is_replayed_origin(message.origin):
+        elif (fresh := state.origins.take(message)) is None:
             return False
         else:
-            state.mark_origin(message.origin)
-            self._apply_batch(state, message, changes)
+            self._apply_batch(state, fresh, changes)
         for closed in state.close(self.watermark(state)):
             changes.closed.append(closed)
             changes.touched.add(closed.source)

@@ -18,7 +18,7 @@ from rtdstream.topics import VALIDATED
 from tests.support.processes import ProcessGroup
 from tests.support.sink import T0, envelopes, query
 
-HEAD = "0002"
+HEAD = "0003"
 #: What Sequelize 6 ``sync()`` runs for the original backend's model, per dialect.
 SEQUELIZE_DDL = {
     "mysql": "CREATE TABLE IF NOT EXISTS `Data` (`id` INTEGER NOT NULL auto_increment , `time` VARCHAR(255), "
@@ -39,7 +39,7 @@ async def test_upgrade_from_empty(blank_engine: AsyncEngine) -> None:
     assert await current_revision(engine) is None
     assert await upgrade(engine) == HEAD
     assert await upgrade(engine) == HEAD  # again: nothing to do, nothing dropped
-    assert {"readings", "window_aggregates", "sink_offsets", "sink_origins"} <= await tables(engine)
+    assert {"readings", "window_aggregates", "sink_offsets", "sink_origins", "sink_source_origins"} <= await tables(engine)
     assert "Data" not in await tables(engine)  # only with the legacy writer on
     assert await current_revision(engine) == HEAD
 

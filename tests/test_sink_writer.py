@@ -91,7 +91,41 @@ async def test_batches_validated_again_after_a_crash_are_written_once(engine: As
 
     assert await query(engine, "SELECT COUNT(*) FROM readings") == [(60,)]
     assert await query(engine, "SELECT COUNT(*) FROM Data") == [(60,)]
-    assert await query(engine, "SELECT origin_partition, origin_offset FROM sink_origins") == [(2, 5)]
+    assert await query(engine, "SELECT origin_partition, source, origin_offset FROM sink_source_origins") == [
+        (2, "s1", 5)
+    ]
+
+
+async def test_readings_validated_again_in_other_batches_are_written_once(engine: AsyncEngine) -> None:
+    """Two sources interleave in one input partition; the replay gathers the same input differently."""
+    writer = SinkWriter(engine, send_dead_letters=DeadLetters(), legacy=True)
+
+    def gathered(source: str, offsets: list[int]) -> bytes:
+        return encode_batch(ReadingBatch(
+            source, [T0 + offset for offset in offsets], [offset for offset in offsets],
+            origin=(2, offsets[-1], 0), parts=[(offset, 0, 1) for offset in offsets],
+        ))
+
+    # First run: input 0-5 in one batch; a's batch landed, b's did not before the crash.
+    await writer.write_until_done(batch_of([gathered("a", [0, 2, 4])]))
+    # The replay validates 0-3 and then 4-5.
+    replay = [gathered("a", [0, 2]), gathered("b", [1, 3]), gathered("a", [4]), gathered("b", [5])]
+    await writer.write_until_done(batch_of(replay, first_offset=1))
+
+    assert await query(engine, "SELECT COUNT(*) FROM Data") == [(6,)]
+    assert await query(engine, "SELECT source, COUNT(*) FROM readings GROUP BY source ORDER BY source") == [
+        ("a", 3), ("b", 3)
+    ]
+
+
+async def test_origins_of_an_older_version_are_a_floor_for_every_source(engine: AsyncEngine) -> None:
+    writer = SinkWriter(engine, send_dead_letters=DeadLetters(), legacy=True)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(
+            "INSERT INTO sink_origins VALUES ('rtd.validated', 0, 2, 3, 0, '2026-01-01 00:00:00.000')"
+        ))
+    await writer.write_until_done(batch_of(envelopes("s1", 6, 1, origin_partition=2)))
+    assert await query(engine, "SELECT COUNT(*) FROM Data") == [(2,)]  # origins 4 and 5
 
 
 async def test_same_readings_in_new_messages_update_one_row(engine: AsyncEngine) -> None:
@@ -179,7 +213,7 @@ async def test_recreated_topic_does_not_hide_its_messages(engine: AsyncEngine, c
     assert await query(engine, "SELECT COUNT(*) FROM Data") == [(13,)]
     assert "recreated" in caplog.text
     assert await query(engine, "SELECT `offset` FROM sink_offsets") == [(2,)]
-    assert await query(engine, "SELECT origin_offset FROM sink_origins") == [(2,)]
+    assert await query(engine, "SELECT origin_offset FROM sink_source_origins") == [(2,)]
 
 
 async def test_one_multi_row_insert_per_table(mysql_url: str, mariadb: MariaDB) -> None:

@@ -162,7 +162,7 @@ def test_state_survives_encoding_with_windows_of_a_removed_spec() -> None:
     windowing.apply(state, 0, ReadingBatch("a", [T0 + 100], [4], (2, 7, 1)), Changes())
     restored = PartitionState.decode(state.encode())
     assert restored.encode() == state.encode()
-    assert restored.origins == {2: (7, 1)} and restored.input_offset == 0
+    assert restored.origins.marks == {(2, "a"): (7, 1)} and restored.input_offset == 0
     # RTD_WINDOWS no longer has 5s: the saved window still closes at its own end.
     later = Windowing([WindowSpec.tumbling(1)], GRACE)
     changes = Changes()

@@ -35,7 +35,7 @@ from rtdstream.topics import VALIDATED, ensure_topics
 RAW_UPSERT = (
     "INSERT INTO readings (source, time, speed) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE speed = VALUES(speed)"
 )
-SINK_TABLES = ("readings", "sink_offsets", "sink_origins", "window_aggregates")
+SINK_TABLES = ("readings", "sink_offsets", "sink_origins", "sink_source_origins", "window_aggregates")
 
 
 def batches(rows: int, per_message: int, sources: int) -> Iterator[ReadingBatch]:

@@ -100,6 +100,21 @@ sink_origins = sa.Table(
     **MYSQL_TABLE,
 )
 
+#: Since 0003 the sink keeps origins per source (see rtdstream.origins); sink_origins stays as their floor.
+sink_source_origins = sa.Table(
+    "sink_source_origins",
+    metadata,
+    sa.Column("topic", sa.String(249), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("origin_partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("origin_offset", sa.BigInteger, nullable=False),
+    sa.Column("origin_index", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcMillis, nullable=False),
+    comment="newest rtd.readings origin written, per partition of the consumed topic, input partition and source",
+    **MYSQL_TABLE,
+)
+
 #: The original backend's table, as Sequelize's ``sync()`` creates it for
 #: ``define('Data', {time: STRING, speed: STRING})``: no unique key, UTC
 #: DATETIMEs without fractions. Its own MetaData keeps it out of migrations.

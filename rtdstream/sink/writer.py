@@ -2,11 +2,12 @@
 
 Each batch is one transaction that also records what it covers: per
 partition, the last Kafka offset (``sink_offsets``) and, for readings, the
-newest ``rtd.readings`` origin (``sink_origins``), both read under a lock when
+newest ``rtd.readings`` origin per input partition and source
+(``sink_source_origins``, :mod:`rtdstream.origins`), both read under a lock when
 the transaction starts. A batch replayed after the sink's crash, or handed to
-another worker by a rebalance, finds its offsets stored; a batch the
-validation stage sent again after its own crash (same origin, new offset)
-finds its origin stored. Either way nothing is written twice, which is what
+another worker by a rebalance, finds its offsets stored; readings the
+validation stage sent again after its own crash (same origins, new offsets,
+maybe other batch boundaries) find their origins stored. Either way nothing is written twice, which is what
 makes even the key-less legacy ``Data`` table exact; the upserts on natural
 keys are a second line of defence for ``readings`` and ``window_aggregates``.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from rtdstream import metrics
 from rtdstream.backoff import Backoff
+from rtdstream.models import Mark
+from rtdstream.origins import OriginMarks
 from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.sink import schema
 from rtdstream.sink.database import is_row_error, reason
@@ -63,8 +66,8 @@ class _Claim:
     fresh: list[Item] = field(default_factory=list)
     #: partition -> last offset of the batch
     offsets: dict[int, int] = field(default_factory=dict)
-    #: (partition, rtd.readings partition) -> newest (offset, index) of origin written
-    origins: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    #: (partition, rtd.readings partition, source) -> newest (offset, index) of origin written
+    origins: dict[tuple[int, int, str], Mark] = field(default_factory=dict)
     #: partitions whose topic was recreated: what was stored about them is void
     recreated: set[int] = field(default_factory=set)
 
@@ -170,29 +173,30 @@ class SinkWriter:
 
         Two kinds of repeats are dropped: messages at or below the stored
         offset (this sink consumed them before a crash or a rebalance), and
-        reading batches whose origin, the ``rtd.readings`` message they were
-        validated from, is not newer than the newest origin written from that
-        input partition (the validation stage re-sent them after its own
-        crash, at new offsets).
+        readings whose origin, the part of an ``rtd.readings`` message they
+        were validated from, is not newer than the newest origin written for
+        their input partition and source (the validation stage re-sent them
+        after its own crash, at new offsets).
         """
         last = batch.last_offsets()
         partitions = sorted(last)
         offsets = await self._stored_offsets(conn, batch.topic, partitions)
-        origins = await self._stored_origins(conn, batch.topic, partitions)
+        marks = await self._stored_marks(conn, batch.topic, partitions)
         claim = _Claim(recreated=self._recreated(batch.topic, offsets))
         for partition in claim.recreated:
             del offsets[partition]
-            origins = {key: mark for key, mark in origins.items() if key[0] != partition}
+            marks.pop(partition, None)
         claim.offsets = {p: offset for p, offset in last.items() if offset > offsets.get(p, -1)}
         for item in batch.items:
             if item.offset <= offsets.get(item.partition, -1):
                 continue
-            origin = item.readings.origin if item.readings is not None else None
-            if origin is not None and origin[0] >= 0:  # batches from other producers carry no origin
-                key, mark = (item.partition, origin[0]), (origin[1], origin[2])
-                if mark <= origins.get(key, (-1, -1)):
+            if item.readings is not None:
+                fresh = marks.setdefault(item.partition, OriginMarks()).take(item.readings)
+                if fresh is None:
                     continue
-                origins[key] = claim.origins[key] = mark
+                if fresh.origin[0] >= 0:  # batches from other producers carry no origin
+                    claim.origins[(item.partition, fresh.origin[0], fresh.source)] = fresh.mark
+                item = replace(item, readings=fresh)
             claim.fresh.append(item)
         return claim
 
@@ -206,17 +210,30 @@ class SinkWriter:
         )
         return {partition: offset for partition, offset in (await conn.execute(query)).all()}
 
-    async def _stored_origins(
+    async def _stored_marks(
         self, conn: AsyncConnection, topic: str, partitions: list[int]
-    ) -> dict[tuple[int, int], tuple[int, int]]:
-        table = schema.sink_origins
-        query = (
-            sa.select(table.c.partition, table.c.origin_partition, table.c.origin_offset, table.c.origin_index)
-            .where(table.c.topic == topic, table.c.partition.in_(partitions))
-            .order_by(table.c.partition, table.c.origin_partition)
+    ) -> dict[int, OriginMarks]:
+        """Per partition of ``topic``: the origins written, per source, over the floors of older versions."""
+        marks: dict[int, OriginMarks] = {}
+        floors, per_source = schema.sink_origins, schema.sink_source_origins
+        floor_rows = await conn.execute(
+            sa.select(floors.c.partition, floors.c.origin_partition, floors.c.origin_offset, floors.c.origin_index)
+            .where(floors.c.topic == topic, floors.c.partition.in_(partitions))
+        )
+        for partition, origin_partition, offset, index in floor_rows.all():
+            marks.setdefault(partition, OriginMarks()).floors[origin_partition] = (offset, index)
+        rows = await conn.execute(
+            sa.select(
+                per_source.c.partition, per_source.c.origin_partition, per_source.c.source,
+                per_source.c.origin_offset, per_source.c.origin_index,
+            )
+            .where(per_source.c.topic == topic, per_source.c.partition.in_(partitions))
+            .order_by(per_source.c.partition, per_source.c.origin_partition, per_source.c.source)
             .with_for_update()
         )
-        return {(p, origin_p): (offset, index) for p, origin_p, offset, index in (await conn.execute(query)).all()}
+        for partition, origin_partition, source, offset, index in rows.all():
+            marks.setdefault(partition, OriginMarks()).marks[(origin_partition, source)] = (offset, index)
+        return marks
 
     def _recreated(self, topic: str, offsets: dict[int, int]) -> set[int]:
         """Partitions whose stored offset lies past their end: a new topic under the old name.
@@ -241,12 +258,9 @@ class SinkWriter:
         self, conn: AsyncConnection, statements: Statements, topic: str, claim: _Claim, now: datetime
     ) -> None:
         """Store the batch's last offsets and newest origins, in the transaction of its rows."""
-        if claim.recreated:
-            origins = schema.sink_origins.c
+        for table in (schema.sink_origins, schema.sink_source_origins) if claim.recreated else ():
             await conn.execute(
-                sa.delete(schema.sink_origins).where(
-                    origins.topic == topic, origins.partition.in_(sorted(claim.recreated))
-                )
+                sa.delete(table).where(table.c.topic == topic, table.c.partition.in_(sorted(claim.recreated)))
             )
         stamp = _stamp(now)
         if claim.offsets:
@@ -256,8 +270,8 @@ class SinkWriter:
         if claim.origins:
             await statements.origins.execute(
                 conn,
-                [(topic, p, origin_p, offset, index, stamp)
-                 for (p, origin_p), (offset, index) in claim.origins.items()],
+                [(topic, p, origin_p, source, offset, index, stamp)
+                 for (p, origin_p, source), (offset, index) in claim.origins.items()],
             )
 
     async def _write_items(
@@ -405,9 +419,9 @@ class Statements:
                 key=("topic", "partition"), update=("offset", "updated_at"),
             ),
             origins=Statement.compile(
-                dialect, schema.sink_origins,
-                ("topic", "partition", "origin_partition", "origin_offset", "origin_index", "updated_at"),
-                key=("topic", "partition", "origin_partition"),
+                dialect, schema.sink_source_origins,
+                ("topic", "partition", "origin_partition", "source", "origin_offset", "origin_index", "updated_at"),
+                key=("topic", "partition", "origin_partition", "source"),
                 update=("origin_offset", "origin_index", "updated_at"),
             ),
         )
