@@ -6,6 +6,7 @@ naming it) and registers the agents of ``rtdstream.agents``.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -61,6 +62,20 @@ class RtdApp(faust.App):
             os._exit(exc.exit_code)  # nothing has started yet, there is nothing to clean up
 
 
+class Worker(faust.Worker):
+    """Faust's worker without its start-up spinner.
+
+    To spin on every log record, the spinner sets the root logger to DEBUG when
+    the level is WARN or above (Faust's default): every debug call of aiokafka
+    and Faust then builds a record that no handler prints. With one-reading
+    messages that was 7% of the worker's CPU.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
 def create_app() -> RtdApp:
     """The Faust app, configured for the embedded broker and Apache Kafka alike (README, Components)."""
     return RtdApp(
@@ -96,6 +111,7 @@ def create_app() -> RtdApp:
         # buffered a backlog. 512 still holds more than two batches of every agent.
         stream_buffer_maxsize=512,
         logging_config=worker_logging_config(settings.log_format),
+        Worker=Worker,
     )
 
 
