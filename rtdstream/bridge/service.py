@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import UnknownError, UnsupportedVersionError
 
 from rtdstream import topics
 from rtdstream.bridge.envelopes import LONG_PAUSE, EnvelopeProducer
@@ -19,8 +16,8 @@ from rtdstream.bridge.positions import recover_positions, resume_url, time_of
 from rtdstream.bridge.reader import StreamReader
 from rtdstream.bridge.stats import BridgeStats
 from rtdstream.config import Settings, is_valid_source_id
-from rtdstream.kafka_security import client_options
 from rtdstream.models import dead_letter
+from rtdstream.producer import start_idempotent_producer
 
 log = logging.getLogger(__name__)
 
@@ -143,58 +140,13 @@ async def envelope_limit(settings: Settings) -> int:
 
 
 async def start_producer(settings: Settings) -> AIOKafkaProducer:
-    """The bridge's producer: idempotent where the broker supports it.
-
-    Without idempotence, a batch the producer sends again after a partition's
-    leader died (the first send may have been written before the leader went)
-    is a second copy in rtd.readings at another offset, which every later stage
-    takes for new readings: the three-broker test found 5 readings stored twice
-    in the legacy Data table. With it, the broker drops the repeat. The
-    embedded broker does not implement it (no InitProducerId); it has no
-    leaders to lose, so the plain producer is used there.
-    """
-    options = dict(
-        **client_options(settings),
-        acks="all",
+    """The bridge's producer (idempotent where the broker supports it, :mod:`rtdstream.producer`)."""
+    return await start_idempotent_producer(
+        settings,
         # No linger: aiokafka sends while no request to the node is in flight and batches
         # what arrives meanwhile, so a quiet bridge waits for nothing (README, Latency).
         linger_ms=0,
-        # Ride out a broker outage inside the client; the bounded in-flight
-        # window makes the bridge stop reading meanwhile.
-        request_timeout_ms=120_000,
-        max_request_size=1_048_576,
-        # send() waits while its partition's batch is full; at the default 16 KiB one large
-        # envelope filled it, and the bridge read at the pace of the broker's round trips.
-        max_batch_size=1_048_576,
     )
-    producer = AIOKafkaProducer(**options, enable_idempotence=True)
-    try:
-        with _without_init_pid_errors():
-            await producer.start()
-        return producer
-    except (UnknownError, UnsupportedVersionError) as exc:
-        await producer.stop()
-        log.info("the broker does not support idempotent producers (%r); producing without", exc)
-    producer = AIOKafkaProducer(**options)
-    await producer.start()
-    return producer
-
-
-@contextmanager
-def _without_init_pid_errors() -> Iterator[None]:
-    """aiokafka logs a refused InitProducerId as an ERROR with a traceback; the caller reports it in one line."""
-    sender = logging.getLogger("aiokafka.producer.sender")
-    refusal = _InitPidRefusal()
-    sender.addFilter(refusal)
-    try:
-        yield
-    finally:
-        sender.removeFilter(refusal)
-
-
-class _InitPidRefusal(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "InitProducerIdRequest" not in str(record.msg)
 
 
 def _source_of(value: object, default_source: str) -> str:
