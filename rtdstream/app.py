@@ -130,7 +130,6 @@ def _topic(name: str) -> faust.TopicT:
     )
 
 
-readings_topic = _topic(topics.READINGS)
 validated_topic = _topic(topics.VALIDATED)
 dlq_topic = _topic(topics.DLQ)
 windows_topic = _topic(topics.WINDOWS)

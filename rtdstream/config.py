@@ -237,14 +237,9 @@ class Settings(BaseSettings):
         description="Largest Kafka message the validation agent accepts.",
     )
     validate_batch: int = Field(
-        200, validation_alias="RTD_VALIDATE_BATCH", ge=1,
-        description="Most rtd.readings messages the validation agent handles as one batch; a batch's input "
-        "is committed only once the broker has acknowledged all it produced.",
-    )
-    validate_within: Duration = Field(
-        0.01, validation_alias="RTD_VALIDATE_WITHIN", gt=0,
-        description="Longest the validation agent waits to fill a batch (added to the latency of storage and "
-        "windows, not of the live view, which validates rtd.readings itself).",
+        5000, validation_alias="RTD_VALIDATE_BATCH", ge=1,
+        description="Most rtd.readings messages the validation stage takes as one batch (what one fetch "
+        "brings, never waiting for more); each source's readings of a batch go on as one rtd.validated message.",
     )
     sink_batch: int = Field(
         200, validation_alias="RTD_SINK_BATCH", ge=1,

@@ -44,6 +44,21 @@ PARTIALS = "rtd.partials"
 ALL = (READINGS, VALIDATED, DLQ, WINDOWS, PARTIALS)
 
 
+def validation_group(app_id: str) -> str:
+    """The consumer group of the workers' validation stage, which reads rtd.readings in bulk.
+
+    The rest of the worker reads rtd.validated and rtd.windows in the Faust
+    group named ``app_id``; Kafka does not let one group mix Faust's partition
+    assignor with a plain consumer's, so validation has a group of its own.
+    """
+    return f"{app_id}-validation"
+
+
+def worker_groups(app_id: str) -> dict[str, tuple[str, ...]]:
+    """Each consumer group of the workers and the topics it consumes."""
+    return {validation_group(app_id): (READINGS,), app_id: (VALIDATED, WINDOWS)}
+
+
 async def ensure_topics(settings: Settings, *, retry_for: float = 60.0) -> None:
     """Create missing rtdstream topics; wait for the broker up to ``retry_for`` seconds.
 

@@ -181,7 +181,8 @@ class SinkWriter:
         last = batch.last_offsets()
         partitions = sorted(last)
         offsets = await self._stored_offsets(conn, batch.topic, partitions)
-        marks = await self._stored_marks(conn, batch.topic, partitions)
+        has_readings = any(item.readings is not None for item in batch.items)
+        marks = await self._stored_marks(conn, batch.topic, partitions) if has_readings else {}
         claim = _Claim(recreated=self._recreated(batch.topic, offsets))
         for partition in claim.recreated:
             del offsets[partition]

@@ -1,0 +1,76 @@
+"""The validation stage's gathering of input messages into batches per source (pure logic)."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtdstream import gather
+from rtdstream.gather import Gathered
+from rtdstream.models import decode_validated
+from rtdstream.validation import validate_message
+
+NOW = 1_795_000_000_000
+
+
+def envelope(source: str, speeds: list[int], first_time: int) -> bytes:
+    return orjson.dumps({"source": source, "readings": [
+        {"time": first_time + i, "speed": speed} for i, speed in enumerate(speeds)
+    ]})
+
+
+def single(source: str, speed: int | str, time: int) -> bytes:
+    return orjson.dumps({"time": str(time), "speed": str(speed), "source": source})
+
+
+def test_one_reading_messages_of_a_source_become_one_batch_listing_each_message() -> None:
+    gathered = Gathered()
+    for offset, source in enumerate(["a", "b", "a", "a"]):
+        gathered.add(validate_message(single(source, offset, NOW + offset), None, now_ms=NOW, max_bytes=1 << 20), 5, 100 + offset)
+    records = {key: decode_validated(value) for key, value in gathered.validated()}
+    a, b = records[b"a"], records[b"b"]
+    assert (a.times, a.speeds, a.parts, a.origin) == (
+        [NOW, NOW + 2, NOW + 3], [0, 2, 3], [(100, 0, 1), (102, 0, 1), (103, 0, 1)], (5, 103, 0)
+    )
+    assert (b.times, b.parts, b.origin) == ([NOW + 1], None, (5, 101, 0))  # one part: the plain shape
+    assert gathered.accepted == 4 and not gathered.dead_letters
+
+
+def test_rejected_readings_become_dead_letters_with_their_place_and_reason() -> None:
+    gathered = Gathered()
+    gathered.add(validate_message(single("a", "fast", NOW), None, now_ms=NOW, max_bytes=1 << 20), 2, 7)
+    [(key, value)] = gathered.dead_letters
+    record = orjson.loads(value)
+    assert key == b"a" and (record["reason"], record["partition"], record["offset"]) == ("non_numeric", 2, 7)
+    assert gathered.rejected == {"non_numeric": 1} and gathered.validated() == []
+
+
+def test_partitions_are_never_mixed_in_one_batch() -> None:
+    gathered = Gathered()
+    gathered.add(validate_message(single("a", 1, NOW), None, now_ms=NOW, max_bytes=1 << 20), 0, 1)
+    gathered.add(validate_message(single("a", 2, NOW + 1), None, now_ms=NOW, max_bytes=1 << 20), 1, 1)
+    assert sorted(batch.origin for batch in gathered.batches()) == [(0, 1, 0), (1, 1, 0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.lists(st.integers(0, 50), min_size=1, max_size=40)),
+                min_size=1, max_size=30))
+def test_each_source_keeps_its_readings_in_order_across_capped_batches(messages) -> None:
+    gather.MAX_BATCH_READINGS = 50  # small, so batches fill up in examples of a few messages
+    try:
+        gathered, expected, time = Gathered(), {}, NOW
+        for offset, (source, speeds) in enumerate(messages):
+            gathered.add(validate_message(envelope(source, speeds, time), None, now_ms=NOW, max_bytes=1 << 20), 0, offset)
+            expected.setdefault(source, []).extend(speeds)
+            time += len(speeds)
+        seen: dict[str, list[int]] = {}
+        for batch in gathered.batches():
+            assert sum(count for _, _, count in batch.origin_parts()) == len(batch)
+            assert len(batch) <= 50 or len(batch.origin_parts()) == 1  # one part is never split
+            offsets = [offset for offset, _, _ in batch.origin_parts()]
+            assert offsets == sorted(offsets) and batch.mark == (offsets[-1], 0)
+            seen.setdefault(batch.source, []).extend(batch.speeds)
+        assert seen == expected
+    finally:
+        gather.MAX_BATCH_READINGS = 10_000
