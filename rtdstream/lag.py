@@ -1,20 +1,21 @@
 """Consumer lag of a consumer group: how far its committed offsets trail the end of each partition.
 
 ``/healthz`` of the web view and ``rtdstream status`` both ask this of the
-worker group. It uses short-lived clients on purpose: a health check must
+workers' groups (Faust's, and the validation stage's for ``rtd.readings``). It uses short-lived clients on purpose: a health check must
 report a broker that went away, not a client that is still retrying inside.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from rtdstream.kafka_security import ClientOptions
+from rtdstream.topics import worker_groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,23 +57,43 @@ async def measure_lag(
 
     Raises ``TimeoutError`` or a Kafka error when the broker does not answer in ``timeout`` seconds.
     """
+    return await measure_groups_lag(client, group, {group: tuple(topics)}, timeout=timeout)
+
+
+async def measure_worker_lag(client: ClientOptions, app_id: str, *, timeout: float = 5.0) -> GroupLag:
+    """The workers' lag on their inputs, each topic under the group that consumes it.
+
+    ``rtd.readings`` is consumed by the validation stage's group, the other inputs by
+    the Faust group ``app_id`` (:func:`rtdstream.topics.worker_groups`).
+    """
+    return await measure_groups_lag(client, app_id, worker_groups(app_id), timeout=timeout)
+
+
+async def measure_groups_lag(
+    client: ClientOptions, label: str, groups: Mapping[str, tuple[str, ...]], *, timeout: float = 5.0
+) -> GroupLag:
+    """Lag of each group on its topics, as one :class:`GroupLag` named ``label``."""
     async with asyncio.timeout(timeout):
         consumer = AIOKafkaConsumer(**client, enable_auto_commit=False)
         admin = AIOKafkaAdminClient(**client)
         try:
             await consumer.start()
             await admin.start()
-            partitions = await topic_partitions(consumer, topics)
+            partitions = await topic_partitions(consumer, [topic for topics in groups.values() for topic in topics])
             if not partitions:
-                return GroupLag(group, [])
-            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+                return GroupLag(label, [])
+            committed = {}
+            for group, topics in groups.items():
+                mine = [tp for tp in partitions if tp.topic in topics]
+                if mine:
+                    committed.update(await admin.list_consumer_group_offsets(group, partitions=mine))
             beginnings = await consumer.beginning_offsets(partitions)
             ends = await consumer.end_offsets(partitions)
         finally:
             await admin.close()
             await consumer.stop()
     return GroupLag(
-        group,
+        label,
         [
             PartitionLag(
                 tp.topic,

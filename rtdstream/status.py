@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from rtdstream import topics
 from rtdstream.config import Settings
 from rtdstream.kafka_security import ClientOptions, check_credentials, client_options
-from rtdstream.lag import GroupLag, PartitionLag, measure_lag
+from rtdstream.lag import GroupLag, PartitionLag, measure_groups_lag
 from rtdstream.topics import BrokerUnavailable
 
 #: Topics the worker group consumes; its lag on the others (outputs) means nothing.
@@ -136,7 +136,10 @@ async def collect_status(
     try:
         await check_credentials(settings)
         client = client_options(settings)
-        offsets = await measure_lag(client, settings.app_id, topics.ALL, timeout=timeout)
+        # Every topic, each under the group that consumes it; the outputs under Faust's group commit nothing.
+        groups = topics.worker_groups(settings.app_id)
+        groups[settings.app_id] += tuple(topic for topic in topics.ALL if topic not in CONSUMED)
+        offsets = await measure_groups_lag(client, settings.app_id, groups, timeout=timeout)
         state, members = await _describe_group(client, settings.app_id, timeout)
     except (TimeoutError, KafkaError, OSError) as exc:
         cause = exc if str(exc) else TimeoutError(f"no answer within {timeout:g}s")

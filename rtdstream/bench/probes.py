@@ -25,8 +25,7 @@ from rtdstream.bench.clients import ClientFleet
 from rtdstream.bench.database import BenchDatabase
 from rtdstream.bench.histogram import Histogram
 from rtdstream.kafka_security import ClientOptions
-from rtdstream.lag import GroupLag, measure_lag
-from rtdstream.status import CONSUMED
+from rtdstream.lag import GroupLag, measure_worker_lag
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ class LagProbe:
     async def _run(self) -> None:
         while True:
             try:
-                self.latest = await measure_lag(self.client, self.group, CONSUMED, timeout=5.0)
+                self.latest = await measure_worker_lag(self.client, self.group, timeout=5.0)
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.warning("bench: lag not measured (%r)", exc)
             await asyncio.sleep(LAG_INTERVAL)

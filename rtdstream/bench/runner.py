@@ -37,7 +37,6 @@ from rtdstream.config import Settings
 from rtdstream.errors import UserError
 from rtdstream.kafka_security import ClientOptions, client_options
 from rtdstream.lag import topic_partitions
-from rtdstream.status import CONSUMED
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ class BenchRun:
         app_id = settings.app_id if embedded else f"{settings.app_id}-bench-{self.stamp}"
         await topics.ensure_topics(settings)
         if not embedded:
-            await start_group_at_end(client_options(settings), app_id)
+            await start_groups_at_end(client_options(settings), app_id)
         pipeline = Pipeline.configure(
             self.run_dir, broker_url=settings.broker_url, database_url=database.url, app_id=app_id,
             workers=options.workers, embedded=embedded,
@@ -343,22 +342,23 @@ async def _check_clients(database: BenchDatabase, fleet: ClientFleet, *, replace
     return clients
 
 
-async def start_group_at_end(client: ClientOptions, group: str) -> None:
-    """Commit a new consumer group's offsets at the current end of the topics the worker consumes.
+async def start_groups_at_end(client: ClientOptions, app_id: str) -> None:
+    """Commit the new worker groups' offsets at the current end of the topics they consume.
 
     On a shared Kafka the topics already hold other runs' data; a fresh group
     would start from the beginning (as the worker must in production) and
     fill the benchmark's database with readings the simulator never emitted.
     """
-    consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = await topic_partitions(consumer, CONSUMED)
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.commit({tp: end for tp, end in ends.items()})
-    finally:
-        await consumer.stop()
+    for group, consumed in topics.worker_groups(app_id).items():
+        consumer = AIOKafkaConsumer(**client, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = await topic_partitions(consumer, consumed)
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            await consumer.commit({tp: end for tp, end in ends.items()})
+        finally:
+            await consumer.stop()
 
 
 def progress_line(sample: Sample) -> str:

@@ -33,7 +33,7 @@ from aiokafka.errors import (
 from async_lru import alru_cache
 from multidict import MultiMapping
 
-from rtdstream import lag, metrics, topics
+from rtdstream import lag, metrics
 from rtdstream.config import Settings, is_valid_source_id
 from rtdstream.kafka_security import client_options
 from rtdstream.sink.repository import Page, Position
@@ -54,8 +54,6 @@ COORDINATOR_PENDING = (
 #: Seconds a /healthz answer about the broker and the database is served before it is checked again.
 HEALTH_INTERVAL = 1.0
 QUERY_TIMEOUT = 10.0
-#: The worker group's input topics whose lag /healthz reports.
-LAG_TOPICS = (topics.READINGS, topics.VALIDATED)
 _WINDOW_NAME = re.compile(r"^[A-Za-z0-9._:/-]{1,32}$")
 #: Unpadded base64url; two 64-bit integers in JSON take at most 56 characters.
 _CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -251,8 +249,8 @@ class HttpApi:
 
     async def _lag_check(self) -> dict[str, Any]:
         try:
-            group = await lag.measure_lag(
-                client_options(self.settings), self.settings.app_id, LAG_TOPICS, timeout=HEALTH_TIMEOUT
+            group = await lag.measure_worker_lag(
+                client_options(self.settings), self.settings.app_id, timeout=HEALTH_TIMEOUT
             )
         except COORDINATOR_PENDING as exc:
             # The broker answered; the group's coordinator is not ready yet (Apache Kafka creates

@@ -8,10 +8,9 @@ import time
 import psutil
 from aiokafka.errors import KafkaError
 
-from rtdstream import topics
 from rtdstream.broker import free_port
 from rtdstream.kafka_security import client_options
-from rtdstream.lag import measure_lag
+from rtdstream.lag import measure_worker_lag
 from tests.support.cluster import settings_of
 from tests.support.mariadb import MariaDB
 from tests.support.processes import Proc, ProcessGroup, sim_total, start_worker, until
@@ -104,7 +103,7 @@ async def sink_caught_up(env: dict[str, str]) -> bool:
     """Whether the worker group of ``env`` has committed every message of rtd.validated."""
     settings = settings_of(env)
     try:
-        lag = await measure_lag(client_options(settings), settings.app_id, [topics.VALIDATED])
+        lag = await measure_worker_lag(client_options(settings), settings.app_id)
     except (KafkaError, OSError, TimeoutError):
         return False
     return bool(lag.partitions) and lag.total == 0
