@@ -145,15 +145,25 @@ async def web(self: AppCommand, port: int | None, host: str) -> None:
     option("--ramp-step", type=float, default=20.0, show_default=True, help="Seconds per ramp step (warm-up included)"),
     option("--max-p99", type=float, default=500.0, show_default=True, help="Ramp bound: client p99 latency, ms"),
     option("--max-lag", type=float, default=10.0, show_default=True, help="Ramp bound: worker group lag at a step's end, in seconds of input"),
+    option("--drain", type=click.IntRange(min=1000), default=None, metavar="READINGS",
+           help="Instead: fill rtd.readings with this many readings, then time the workers alone draining it"),
+    option("--format", "drain_format", type=click.Choice(["single", "envelope"]), default="single", show_default=True,
+           help="With --drain: one reading per message, as any producer writes, or the bridge's envelopes of 500"),
     base=RtdCommand,
 )
-async def bench(self: AppCommand, output: str, **flags: Any) -> None:
+async def bench(self: AppCommand, output: str, drain: int | None, drain_format: str, **flags: Any) -> None:
     """Run the whole pipeline under load; report throughput, latency, lag, CPU, memory and loss (table, JSON, PNG)."""
     from pathlib import Path
 
     from rtdstream.bench.options import options_from_command_line
     from rtdstream.bench.runner import BenchLostReadings, BenchRun
 
+    if drain is not None:
+        from rtdstream.bench.drain import DrainOptions, run_drain
+
+        sources = flags["sources"] or 50
+        await run_drain(DrainOptions(drain, drain_format, sources, flags["workers"], Path(output)), settings)
+        return
     options = options_from_command_line(output=Path(output), **flags)
     report = await BenchRun(options, settings).run()
     if BenchLostReadings.found_in(report["integrity"]):

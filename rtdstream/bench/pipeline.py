@@ -127,13 +127,19 @@ class Pipeline:
         running = [s for s in [*self.services, *self.sims] if s.returncode is None]
         return {s.name: s.pid for s in running}
 
-    async def start(self, *, rate: float, sources: int) -> None:
-        """Start the workers and the web view, then the simulator and the bridge; return once data flows."""
+    async def start_workers(self, *, wait: bool = True) -> None:
+        """Start the workers; with ``wait``, return once each is ready."""
         for index in range(self.workers):
             port = free_port()
             self.worker_ports.append(port)
             name = "worker" if self.workers == 1 else f"worker-{index + 1}"
             self.services.append(await self._spawn(name, ["worker", "-l", "info", "--web-port", str(port)]))
+        for worker in self.services[: self.workers] if wait else ():
+            await worker.wait_for_log(WORKER_READY, timeout=120)
+
+    async def start(self, *, rate: float, sources: int) -> None:
+        """Start the workers and the web view, then the simulator and the bridge; return once data flows."""
+        await self.start_workers(wait=False)
         web = await self._spawn("web", ["web", "--host", "127.0.0.1", "--port", str(self.web_port)])
         self.services.append(web)
         for worker in self.services[: self.workers]:
