@@ -81,14 +81,19 @@ def without_npm(venv: Path, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def imported_from(venv: Path, env: dict[str, str], cwd: Path) -> str:
+    """Where the venv's Python finds the rtdstream package."""
+    return subprocess.run([str(venv / "bin" / "python"), "-c", "import rtdstream; print(rtdstream.__file__)"],
+                          env=env, cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
 @pytest.mark.slow
 async def test_an_installed_wheel_serves_the_dashboard_with_its_libraries_and_no_npm(tmp_path: Path) -> None:
     venv = installed_from_a_wheel(tmp_path)
     env = without_npm(venv, tmp_path)
     workdir = tmp_path / "elsewhere"  # not the source tree, which could stand in for the package
     workdir.mkdir()
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import rtdstream; print(rtdstream.__file__)"],
-                           env=env, cwd=workdir, check=True, capture_output=True, text=True).stdout
+    where = imported_from(venv, env, workdir)
     assert where.startswith(str(venv)), where
 
     group = ProcessGroup(log_dir=tmp_path / "logs", cwd=workdir)
