@@ -1,13 +1,13 @@
 # The two set-up commands of the README:
 #   make dev    install, then run the whole pipeline (embedded broker + database) with the dashboard on :4000
 #   make test   install with test tools, make sure MariaDB runs, run the test suite
-# `make dev` needs Python >= 3.11 and Node.js/npm. `make test` also needs Java 17+ and Maven (Apache Kafka
-# comes from Maven Central), and installs MariaDB and Chromium with Debian's apt when they are missing.
+# `make dev` needs Python >= 3.11 (the dashboard's libraries are vendored in the package). `make test` also
+# needs Node.js/npm (the official Socket.IO client's tests), Java 17+ and Maven (Apache Kafka comes from
+# Maven Central), and installs MariaDB and Chromium with Debian's apt when they are missing.
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-DASHBOARD := rtdstream/web/dashboard
 JS_TESTS := tests/js
 
 .PHONY: dev test install install-test services clean
@@ -23,7 +23,6 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	npm ci --prefix $(DASHBOARD) --no-audit --no-fund
 
 install-test: install
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -37,4 +36,4 @@ services:
 	scripts/kafka-broker --install-only
 
 clean:
-	rm -rf $(VENV) $(DASHBOARD)/node_modules $(JS_TESTS)/node_modules test-artifacts .kafka
+	rm -rf $(VENV) $(JS_TESTS)/node_modules test-artifacts .kafka

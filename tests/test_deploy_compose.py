@@ -192,12 +192,9 @@ def test_dockerfile_runs_slim_as_a_non_root_user_with_a_healthcheck() -> None:
     ) - 3  # before the command
     assert any(instruction == "HEALTHCHECK" and "/healthz" in value for instruction, value in commands)
     assert ("ENTRYPOINT", '["rtdstream"]') in commands
-    # The dashboard's npm libraries are built in a node stage.
-    assert any(
-        stage[0]["value"].startswith("node:")
-        and any("npm ci --prefix rtdstream/web/dashboard" in i["value"] for i in stage)
-        for stage in builders
-    )
+    # The dashboard's libraries are vendored in the package: no Node stage, no npm.
+    assert not any(stage[0]["value"].startswith("node:") for stage in builders)
+    assert not any("npm" in i["value"] for stage in dockerfile_stages() for i in stage)
 
 
 def test_dockerfile_installs_dependencies_in_a_layer_before_the_code() -> None:

@@ -1,4 +1,8 @@
-"""The Procfile under honcho, as a user runs it: readings reach MySQL and two web views, then a clean stop."""
+"""The Procfile under honcho, as a user runs it: readings reach MySQL and two web views, then a clean stop.
+
+The broker is the Procfile's own optional ``broker`` line (uncommented, as its
+comment says), so the embedded broker runs and stops with the other processes.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from pathlib import Path
 
 import psutil
 
-from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.broker import free_port
 from tests.support.mariadb import MariaDB
 from tests.support.processes import Proc, ProcessGroup, session_alive, until
 from tests.support.web import RecordingClient
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
-#: Every process type of the Procfile; web runs twice in the test.
-PROCESS_NAMES = {"web.1", "web.2", "worker.1", "bridge.1", "sim.1"}
+#: Every process type of the Procfile, its optional broker too; web runs twice in the test.
+PROCESS_NAMES = {"web.1", "web.2", "worker.1", "bridge.1", "sim.1", "broker.1"}
 IN_FLIGHT_MS = 2000
 
 
@@ -36,6 +40,15 @@ def _is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def procfile_with_broker(directory: Path) -> Path:
+    """The Procfile with its commented ``broker`` line uncommented, as a user without Kafka does."""
+    text, count = re.subn(r"^#\s*(broker:.*)$", r"\1", PROCFILE.read_text(), flags=re.MULTILINE)
+    assert count == 1, "the Procfile has no commented broker line"
+    procfile = directory / "Procfile"
+    procfile.write_text(text)
+    return procfile
 
 
 def honcho_env() -> dict[str, str]:
@@ -75,14 +88,15 @@ def overlap(a: set[tuple[int, str]], b: set[tuple[int, str]]) -> tuple[set, set]
 
 
 async def test_procfile_runs_every_process_under_honcho_and_stops_cleanly_on_sigterm(
-    broker: EmbeddedBroker, mysql_url: str, mariadb: MariaDB, processes: ProcessGroup, tmp_path: Path
+    mysql_url: str, mariadb: MariaDB, processes: ProcessGroup, tmp_path: Path
 ) -> None:
     database = mysql_url.rsplit("/", 1)[1]
-    sim_port, base = free_port(), base_port()
+    sim_port, broker_port, base = free_port(), free_port(), base_port()
     (tmp_path / ".env").write_text(
         "\n".join(
             [
-                f"RTD_BROKER={broker.url}",
+                f"RTD_BROKER_PORT={broker_port}",
+                f"RTD_BROKER=kafka://127.0.0.1:{broker_port}",
                 f"RTD_DATABASE_URL={mysql_url}",
                 f"RTD_SIM_PORT={sim_port}",
                 f"RTD_SOURCES=http://127.0.0.1:{sim_port}/stream",
@@ -100,7 +114,7 @@ async def test_procfile_runs_every_process_under_honcho_and_stops_cleanly_on_sig
             "honcho",
             "start",
             "-f",
-            str(PROCFILE),
+            str(procfile_with_broker(tmp_path)),
             "-p",
             str(base),
             "-c",
@@ -111,6 +125,7 @@ async def test_procfile_runs_every_process_under_honcho_and_stops_cleanly_on_sig
         module=False,
     )
     for ready in (
+        r"broker\.1 .*embedded broker listening on",
         r"web\.1 .*web view listening",
         r"web\.2 .*web view listening",
         r"worker\.1 .*\[\^Worker\]: Ready",

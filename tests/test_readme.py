@@ -23,3 +23,15 @@ def test_the_set_up_commands_are_make_targets_and_ci_runs_the_test_one() -> None
     assert "make dev" in README and "make test" in README
     assert re.search(r"^dev:", makefile, flags=re.MULTILINE) and re.search(r"^test:", makefile, flags=re.MULTILINE)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_relative_links_of_the_readme_and_docs_point_at_files_of_the_repository() -> None:
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = [
+        f"{document.relative_to(ROOT)}: {target}"
+        for document in documents
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text())
+        if "://" not in target and not (document.parent / target).exists()
+    ]
+    assert (ROOT / "docs" / "architecture.md").is_file()
+    assert broken == []

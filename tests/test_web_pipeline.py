@@ -21,10 +21,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import async_playwright
 
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.conftest import ARTIFACTS
+from tests.support.browser import headless_chromium
 from tests.support.mariadb import MariaDB
 from tests.support.processes import ProcessGroup
 from tests.support.web import RecordingClient, now_ms, start_web
@@ -35,11 +35,6 @@ WINDOW_KEYS = {
     "source", "window", "size", "step", "start", "end", "count",
     "min", "max", "sum", "mean", "first_time", "last_time", "last_speed",
 }
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 
 
 @dataclass
@@ -218,36 +213,32 @@ async def test_each_bad_parameter_gets_400_naming_it(pipeline: Pipeline, query: 
 
 async def test_dashboard_chart_and_gauge_follow_the_live_data(pipeline: Pipeline) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 820})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            await page.goto(pipeline.url + "/")
-            await page.wait_for_selector("#status[data-state=live]", timeout=20_000)
-            await page.wait_for_function("document.querySelector('#source').options.length >= 2")
-            await page.wait_for_function("document.querySelector('#gauge-number').textContent !== '–'")
-            first = await _dashboard_state(page)
-            await page.wait_for_function(
-                f"document.querySelector('#last-time').textContent !== {json.dumps(first['last_time'])}"
-            )
-            await page.wait_for_selector("#windows tr:not(.empty)", timeout=30_000)
-            await asyncio.sleep(1.0)
-            second = await _dashboard_state(page)
-            assert second["last_time"] != first["last_time"]  # the gauge moved on to newer readings
-            assert second["chart"] != first["chart"]  # the chart was redrawn with them
-            assert second["gauge"].replace(".", "").isdigit()
-            assert second["source"] in SOURCES
-            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    async with headless_chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1100, "height": 820})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        await page.goto(pipeline.url + "/")
+        await page.wait_for_selector("#status[data-state=live]", timeout=20_000)
+        await page.wait_for_function("document.querySelector('#source').options.length >= 2")
+        await page.wait_for_function("document.querySelector('#gauge-number').textContent !== '–'")
+        first = await _dashboard_state(page)
+        await page.wait_for_function(
+            f"document.querySelector('#last-time').textContent !== {json.dumps(first['last_time'])}"
+        )
+        await page.wait_for_selector("#windows tr:not(.empty)", timeout=30_000)
+        await asyncio.sleep(1.0)
+        second = await _dashboard_state(page)
+        assert second["last_time"] != first["last_time"]  # the gauge moved on to newer readings
+        assert second["chart"] != first["chart"]  # the chart was redrawn with them
+        assert second["gauge"].replace(".", "").isdigit()
+        assert second["source"] in SOURCES
+        await page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
 
-            await page.set_viewport_size({"width": 390, "height": 844})
-            await asyncio.sleep(0.5)
-            assert await page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
-            await page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
-            assert errors == []
-        finally:
-            await browser.close()
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await asyncio.sleep(0.5)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+        assert errors == []
 
 
 async def _dashboard_state(page: Any) -> dict[str, Any]:
