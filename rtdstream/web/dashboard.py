@@ -24,7 +24,7 @@ VENDOR_FILES = {
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
 }
-PAGE_FILES = ("dashboard.js", "dashboard.css")
+PAGE_FILES = ("dashboard.js", "dom.js", "overview.js", "pipeline.js", "detail.js", "dashboard.css")
 INSTALL_COMMAND = f"npm ci --prefix {DASHBOARD_DIR}"
 
 
