@@ -146,12 +146,17 @@ class Pulse:
                 )
 
     async def run_health(self) -> None:
-        """About every :data:`TICK`: the health snapshot to the watchers (computed even with none, so it is ready)."""
+        """About every :data:`TICK` while someone watches: the health snapshot to the watchers.
+
+        Nobody watching, nothing is checked: a web view that no dashboard
+        looks at costs the broker no more than its ``/healthz`` probes.
+        """
         while True:
             started = time.monotonic()
             try:
-                self.latest_health = await self.snapshot()
-                await self.sio.emit("health", self.latest_health, room=OVERVIEW_ROOM)
+                if self.sio.manager.has_participants(OVERVIEW_ROOM):
+                    self.latest_health = await self.snapshot()
+                    await self.sio.emit("health", self.latest_health, room=OVERVIEW_ROOM)
             except Exception:  # noqa: BLE001  (a bug here must not end the overview: logged, tried again)
                 log.exception("health snapshot failed")
             await asyncio.sleep(max(0.1, TICK - (time.monotonic() - started)))
