@@ -172,6 +172,15 @@ async def test_a_tile_opens_the_detail_view_whose_url_state_and_history_survive_
         await expect(page.locator("#overview")).to_be_visible()
         assert "source=" not in await page.evaluate("location.hash")
 
+        # a custom range from the URL: its inputs show it and its stored readings are charted
+        end = now_ms()
+        await page.goto(f"{pipeline.url}/#source=sensor-1&range=custom&from={end - 120_000}&to={end}")
+        await expect(page.locator("#custom-range")).to_be_visible(timeout=15_000)
+        await expect(page.locator('#ranges button[data-range="custom"]')).to_have_attribute("aria-pressed", "true")
+        await expect(page.locator("#range-from")).not_to_have_value("")
+        await expect(page.locator("#history")).to_have_attribute("data-kind", "raw", timeout=15_000)
+        assert int(await page.get_attribute("#history", "data-points") or 0) > 0
+
         await page.goto(pipeline.url + "/#source=sensor-2&range=5m")
         await expect(page.locator("#detail-name")).to_have_text("sensor-2", timeout=15_000)
         await page.set_viewport_size(PHONE)

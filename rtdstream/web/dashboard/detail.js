@@ -133,6 +133,8 @@ export class Detail {
     }
     const request = ++this.historyRequest;
     const source = this.source;
+    delete $("history").dataset.kind; // until this range's data is drawn
+    delete $("history").dataset.points;
     this.historyStatus("loading", "loading…");
     try {
       const data = to - from <= RAW_RANGE_MS
