@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from rtdstream.broker import EmbeddedBroker, free_port
 from tests.conftest import ARTIFACTS
 from tests.support.browser import headless_chromium
 from tests.support.mariadb import MariaDB
-from tests.support.processes import ProcessGroup
-from tests.support.web import RecordingClient, now_ms, start_web
+from tests.support.web import RecordingClient, now_ms
+from tests.support.web_pipeline import WebPipeline, web_pipeline
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 SOURCES = ("sensor-1", "sensor-2")
@@ -35,50 +31,13 @@ WINDOW_KEYS = {
     "source", "window", "size", "step", "start", "end", "count",
     "min", "max", "sum", "mean", "first_time", "last_time", "last_speed",
 }
-
-
-@dataclass
-class Pipeline:
-    url: str
-    mariadb: MariaDB
-    database: str
-
-    def rows(self, sql: str, *args: object) -> list[tuple]:
-        return self.mariadb.query(self.database, sql, *args)
+Pipeline = WebPipeline
 
 
 @pytest.fixture(scope="module")
 def pipeline(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    database = f"rtd_test_{uuid.uuid4().hex[:12]}"
-    mariadb.create_database(database)
-    workdir = tmp_path_factory.mktemp("web-pipeline")
-    group = ProcessGroup(log_dir=workdir / "logs", cwd=workdir)
-    try:
-        with EmbeddedBroker() as broker:
-            sim_port = free_port()
-            env = {key: value for key, value in os.environ.items() if not key.startswith("RTD_")}
-            env.pop("PORT", None)
-            env.update(
-                RTD_BROKER=broker.url,
-                RTD_DATABASE_URL=mariadb.url(database),
-                RTD_SESSION_TIMEOUT="6s",
-                RTD_PARTITIONS="2",
-                RTD_WINDOWS="1s,5s",
-                RTD_HOPPING_WINDOW="",
-                RTD_GRACE="500ms",
-                RTD_SOURCES=f"http://127.0.0.1:{sim_port}/stream",
-                PYTHONUNBUFFERED="1",
-            )
-            group.start("sim", ["sim", "--port", str(sim_port), "--rate", "20", "--sources", str(len(SOURCES))], env)
-            worker = group.start("worker", ["worker", "-l", "info", "--web-port", str(free_port())], env)
-            worker.wait_for_log(r"\[\^Worker\]: Ready", timeout=90)
-            group.start("bridge", ["bridge"], env)
-            _, url = start_web(group, env)
-            yield Pipeline(url, mariadb, database)
-            group.stop_all()
-    finally:
-        group.stop_all()
-        mariadb.drop_database(database)
+    with web_pipeline(mariadb, tmp_path_factory.mktemp("web-pipeline"), sources=len(SOURCES)) as running:
+        yield running
 
 
 async def run_js_client(url: str, transport: str, count: int) -> dict[str, Any]:
@@ -217,7 +176,8 @@ async def test_dashboard_chart_and_gauge_follow_the_live_data(pipeline: Pipeline
         page = await browser.new_page(viewport={"width": 1100, "height": 820})
         errors: list[str] = []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        await page.goto(pipeline.url + "/")
+        # The overview comes first now; a source's detail view is one click, or its URL, away.
+        await page.goto(pipeline.url + "/#source=sensor-1")
         await page.wait_for_selector("#status[data-state=live]", timeout=20_000)
         await page.wait_for_function("document.querySelector('#source').options.length >= 2")
         await page.wait_for_function("document.querySelector('#gauge-number').textContent !== '–'")

@@ -153,6 +153,40 @@ class HistoryRepository:
         tiebreak = w.id if window is None else None  # the aggregates of several labels share a start
         return await self._page(query, w.start, tiebreak, order=order, limit=limit, after=after)
 
+    async def max_reading_id(self) -> int | None:
+        """The highest readings id: its growth per second is the stored rate (one primary-key lookup)."""
+        rows = await self._rows(sa.select(sa.func.max(readings_table.c.id).label("id")))
+        return int(rows[0]["id"]) if rows and rows[0]["id"] is not None else (0 if rows else None)
+
+    async def window_buckets(
+        self, source: str, *, window: str, start: int, end: int, step: int
+    ) -> list[dict[str, Any]]:
+        """The aggregates of one window label in [start, end) folded into buckets of ``step`` ms, by start.
+
+        For long history ranges: a day of one-minute windows is 1,440 rows read by
+        the (source, window, start) index, never the readings themselves. Each
+        bucket is ``{start, count, min, max, mean}``; a bucket without a window is absent.
+        """
+        w = window_aggregates.c
+        bucket = (w.start - w.start % step).label("start")
+        query = (
+            sa.select(
+                bucket,
+                sa.func.sum(w.count).label("count"),
+                sa.func.min(w.min).label("min"),
+                sa.func.max(w.max).label("max"),
+                (sa.func.sum(w.sum) / sa.func.sum(w.count)).label("mean"),
+            )
+            .where(w.source == source, w.window == window, w.start >= start, w.start < end)
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+        rows = await self._rows(query)
+        for row in rows:
+            row["start"], row["count"] = int(row["start"]), int(row["count"])
+            row["min"], row["max"], row["mean"] = float(row["min"]), float(row["max"]), float(row["mean"])
+        return rows
+
     async def _page(
         self,
         query: sa.Select[Any],

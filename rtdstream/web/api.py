@@ -31,10 +31,10 @@ from aiokafka.errors import (
     NotCoordinatorForGroupError,
 )
 from async_lru import alru_cache
-from multidict import MultiMapping
+from multidict import MultiDict, MultiMapping
 
 from rtdstream import lag, metrics
-from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.config import Settings, format_duration, is_valid_source_id
 from rtdstream.kafka_security import client_options
 from rtdstream.sink.repository import Page, Position
 from rtdstream.web.errors import BadParameter, json_response
@@ -58,6 +58,10 @@ _WINDOW_NAME = re.compile(r"^[A-Za-z0-9._:/-]{1,32}$")
 #: Unpadded base64url; two 64-bit integers in JSON take at most 56 characters.
 _CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BIGINT = range(-(2**63), 2**63)
+#: Most buckets one ``/api/windows?step=`` answer holds (a chart is a few hundred pixels wide).
+MAX_BUCKETS = 2000
+#: Shortest ``step``: the smallest sensible window size.
+MIN_STEP = 1000
 _T = TypeVar("_T")
 
 
@@ -94,6 +98,46 @@ def parse_range_query(query: MultiMapping[str], *, with_window: bool) -> RangeQu
     if window is not None and not _WINDOW_NAME.match(window):
         raise BadParameter("window", "window is a window name such as 10s or 60s/10s")
     return RangeQuery(source, start, end, _limit_param(query), order, window, _cursor_param(query))
+
+
+@dataclass(frozen=True, slots=True)
+class BucketQuery:
+    source: str
+    start: int
+    end: int
+    step: int
+    window: str | None
+
+
+def parse_bucket_query(query: MultiMapping[str]) -> BucketQuery:
+    """Validate ``/api/windows?step=``: a range folded into buckets, so ``from`` and ``to`` are required."""
+    allowed = {"source", "from", "to", "step", "window"}
+    for name in query:
+        if name not in allowed:
+            raise BadParameter(name, f"unknown parameter {name!r} with step (allowed: {', '.join(sorted(allowed))})")
+    rest = MultiDict((name, value) for name, value in query.items() if name != "step")
+    base = parse_range_query(rest, with_window=True)  # source, from, to, window: the same rules
+    if base.start is None or base.end is None:
+        missing = "from" if base.start is None else "to"
+        raise BadParameter(missing, f"{missing} is required with step")
+    value = query.get("step", "")
+    if not (value.isascii() and value.isdigit() and len(value) <= 12) or int(value) < MIN_STEP:
+        raise BadParameter("step", f"step is a bucket size in milliseconds, at least {MIN_STEP}")
+    step = int(value)
+    if (base.end - base.start) / step > MAX_BUCKETS:
+        raise BadParameter("step", f"step is too small for the range: at most {MAX_BUCKETS} buckets")
+    return BucketQuery(base.source, base.start, base.end, step, base.window)
+
+
+def bucket_window(step: int, window_sizes: list[float]) -> str:
+    """The tumbling window whose aggregates make ``step``-sized buckets: the largest no longer than it.
+
+    Larger windows mean fewer rows to fold; one longer than the step would give
+    buckets wider than asked. When every window is longer, the smallest one.
+    """
+    sizes = sorted({round(size * 1000) for size in window_sizes})
+    fitting = [size for size in sizes if size <= step]
+    return format_duration((fitting[-1] if fitting else sizes[0]) / 1000)  # the label of a tumbling window
 
 
 def _time_param(query: MultiMapping[str], name: str) -> int | None:
@@ -188,6 +232,8 @@ class HttpApi:
         )
 
     async def windows(self, request: web.Request) -> web.Response:
+        if "step" in request.query:
+            return await self.window_buckets(request)
         q = parse_range_query(request.query, with_window=True)
         page = await self._stored(
             self.repository.windows(
@@ -197,6 +243,18 @@ class HttpApi:
         return json_response({
             "source": q.source, "window": q.window, "order": q.order, "windows": page.rows,
             "next": next_url(request, page),
+        })
+
+    async def window_buckets(self, request: web.Request) -> web.Response:
+        """``/api/windows?step=``: a long range as min/mean/max buckets, for the dashboard's history chart."""
+        q = parse_bucket_query(request.query)
+        window = q.window or bucket_window(q.step, self.settings.window_sizes)
+        buckets = await self._stored(
+            self.repository.window_buckets(q.source, window=window, start=q.start, end=q.end, step=q.step)
+        )
+        return json_response({
+            "source": q.source, "window": window, "step": q.step, "from": q.start, "to": q.end,
+            "buckets": buckets, "next": None,
         })
 
     async def _stored(self, query: Awaitable[_T]) -> _T:
@@ -212,7 +270,7 @@ class HttpApi:
         The worker's lag is reported, not judged: a backlog is no reason to
         take a web process out of a load balancer.
         """
-        database, broker = await self._dependency_checks()
+        database, broker = await self.dependency_checks()
         lag_report = broker.get("lag")
         checks = {
             "broker": {key: value for key, value in broker.items() if key != "lag"},
@@ -226,14 +284,14 @@ class HttpApi:
         )
 
     @alru_cache(maxsize=1, ttl=HEALTH_INTERVAL)
-    async def _dependency_checks(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def dependency_checks(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The database and broker checks, made at most once per :data:`HEALTH_INTERVAL`.
 
         Each broker check opens a Kafka consumer and an admin client (about 17 ms, and work
         for the broker); /healthz is open to anyone and polled by every load balancer. So
         concurrent requests share one check in flight, and later ones its answer until it
         is :data:`HEALTH_INTERVAL` old: a thousand requests a second cost the broker one.
-        The answer is shared, so callers must not change it.
+        The answer is shared (the dashboard's health panel uses it too), so callers must not change it.
         """
         metrics.WEB_HEALTH_CHECKS.inc()
         database, broker = await asyncio.gather(self._database_check(), self._lag_check())

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 #: The libraries' files in ``dashboard/vendor/``, served at ``/vendor/<name>``.
 VENDOR_FILES = ("socket.io.min.js", "uPlot.iife.min.js", "uPlot.min.css")
-PAGE_FILES = ("dashboard.js", "dashboard.css")
+PAGE_FILES = ("dashboard.js", "dom.js", "overview.js", "pipeline.js", "detail.js", "dashboard.css")
 
 
 def missing_vendor_files(directory: Path = DASHBOARD_DIR) -> list[str]:

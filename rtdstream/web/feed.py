@@ -38,6 +38,7 @@ from rtdstream.lag import topic_partitions
 from rtdstream.models import IdleTick, decode_validated
 from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.validation import Reason, validate_message
+from rtdstream.web.deadletters import DeadLetterRing
 from rtdstream.web.live import LiveHub
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,11 @@ class UndecodableRecord(ValueError):
 class TopicFeed:
     """Reads the output topics from their end and hands each record to the hub."""
 
-    def __init__(self, settings: Settings, hub: LiveHub) -> None:
+    def __init__(self, settings: Settings, hub: LiveHub, dead_letters: DeadLetterRing | None = None) -> None:
         self.settings = settings
         self.hub = hub
+        #: The newest dead letters, for the dashboard (bounded, see :mod:`rtdstream.web.deadletters`).
+        self.dead_letters = dead_letters if dead_letters is not None else DeadLetterRing()
         self.ready = asyncio.Event()
         live = (topics.READINGS, self._on_readings) if settings.live_input == "readings" else (
             topics.VALIDATED, self._on_validated
@@ -144,8 +147,10 @@ class TopicFeed:
         await self.hub.on_partial(partial)
 
     async def _on_dead_letter(self, value: bytes, key: bytes | None) -> None:
-        reason = _json_object(value).get("reason")
+        record = _json_object(value)
+        reason = record.get("reason")
         metrics.WEB_FEED_REJECTED.labels(reason if reason in _REASONS else "other").inc()
+        self.dead_letters.add(record, int(time.time() * 1000))
 
 
 def _json_object(value: bytes | None) -> dict[str, Any]:

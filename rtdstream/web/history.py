@@ -39,6 +39,14 @@ class StoredHistory:
             return None
         return readings, windows
 
+    async def max_reading_id(self) -> int | None:
+        """The highest stored reading id (the health panel's stored rate), or None when unavailable."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.repository.max_reading_id()
+        except DATABASE_ERRORS:
+            return None
+
     async def latest(self) -> list[dict[str, Any]] | None:
         """The newest stored reading of every source, or None when unavailable."""
         try:

@@ -31,6 +31,7 @@ import socketio
 from rtdstream import metrics
 from rtdstream.models import ReadingBatch, Speed, legacy_payload
 from rtdstream.web.backpressure import BackpressureManager
+from rtdstream.web.fleet import FleetSummary
 from rtdstream.web.sources import SourceState, SourceTable
 
 #: Clients in this room get ``newData``: all of them, unless they connect with ``auth: {newData: false}``.
@@ -50,7 +51,13 @@ class LiveHub:
     """Pushes what the feed brings to the clients that want it."""
 
     def __init__(
-        self, sio: socketio.AsyncServer, sources: SourceTable, *, batch_interval: float, newdata_source: str | None
+        self,
+        sio: socketio.AsyncServer,
+        sources: SourceTable,
+        *,
+        batch_interval: float,
+        newdata_source: str | None,
+        fleet: FleetSummary | None = None,
     ) -> None:
         self.sio = sio
         self.sources = sources
@@ -58,6 +65,8 @@ class LiveHub:
         #: Set: newData carries this source; None: the smallest source id known (:attr:`SourceTable.first_id`).
         self.newdata_source = newdata_source
         self._manager: BackpressureManager = sio.manager
+        #: The overview's per-source summary (see :mod:`rtdstream.web.fleet`).
+        self.fleet = fleet if fleet is not None else FleetSummary()
         #: Sources with something waiting for the next tick.
         self._waiting: set[str] = set()
         #: Sources seen for the first time since the last tick.
@@ -68,6 +77,7 @@ class LiveHub:
         if self.sources.get(batch.source) is None:
             self._new_sources.add(batch.source)
         state = self.sources.add_batch(batch)
+        self.fleet.add(batch.source, batch.times, batch.speeds)
         now = time.monotonic()
         if self._manager.has_participants(source_room(batch.source)):
             state.batch_times.extend(batch.times)

@@ -26,11 +26,14 @@ from rtdstream.web import dashboard
 from rtdstream.web.api import HttpApi
 from rtdstream.web.auth import require_token
 from rtdstream.web.backpressure import BackpressureManager, track_websockets
+from rtdstream.web.deadletters import DeadLetterRing
 from rtdstream.web.errors import json_errors
 from rtdstream.web.feed import TopicFeed
+from rtdstream.web.fleet import FleetSummary
 from rtdstream.web.guard import GuardedServer, refuse_bad_transport_requests
 from rtdstream.web.history import StoredHistory
 from rtdstream.web.live import LiveHub
+from rtdstream.web.pulse import Pulse
 from rtdstream.web.sockets import LiveNamespace
 from rtdstream.web.sources import SourceTable
 
@@ -66,16 +69,44 @@ class WebView:
         metrics.WEB_SESSIONS.set_function(lambda: len(self.sio.eio.sockets))
         metrics.WEB_ROOMS.set_function(lambda: sum(len(rooms) for rooms in self.manager.rooms.values()))
         self.sources = SourceTable(history=settings.live_history, live_interval=1.0 / settings.live_max_rate)
+        self.fleet = FleetSummary()
         self.hub = LiveHub(
-            self.sio, self.sources, batch_interval=settings.live_batch_interval, newdata_source=settings.newdata_source
+            self.sio,
+            self.sources,
+            batch_interval=settings.live_batch_interval,
+            newdata_source=settings.newdata_source,
+            fleet=self.fleet,
         )
-        self.feed = TopicFeed(settings, self.hub)
+        self.dead_letters = DeadLetterRing()
+        self.feed = TopicFeed(settings, self.hub, self.dead_letters)
         self.history = StoredHistory(self.repository)
+        self.api = HttpApi(self.settings, self.repository, self.feed)
+        self.pulse = Pulse(
+            self.sio,
+            self.fleet,
+            self.dead_letters,
+            checks=self.api.dependency_checks,
+            stored_total=self.history.max_reading_id,
+            feed_ready=self.feed.ready.is_set,
+            clients=lambda: len(self.sio.eio.sockets),
+        )
         self.sio.register_namespace(
             LiveNamespace(
-                self.sources, self.history, history_size=settings.live_history, token=settings.auth_token or None
+                self.sources,
+                self.history,
+                history_size=settings.live_history,
+                token=settings.auth_token or None,
+                overview=self._overview,
             )
         )
+
+    def _overview(self, now_ms: int) -> dict[str, Any]:
+        """What a dashboard that starts watching the overview gets at once (see LiveNamespace.on_overview)."""
+        return {
+            "fleet": self.fleet.snapshot(now_ms, self.settings.idle_timeout),
+            "health": self.pulse.latest_health,
+            "deadletters": self.dead_letters.summary(),
+        }
 
     def make_app(self) -> web.Application:
         middlewares = [json_errors, track_websockets(self.manager), refuse_bad_transport_requests(self.sio)]
@@ -83,8 +114,7 @@ class WebView:
             middlewares.append(require_token(self.settings.auth_token))
         app = web.Application(middlewares=middlewares)
         self.sio.attach(app, socketio_path="socket.io")
-        api = HttpApi(self.settings, self.repository, self.feed)
-        api.add_routes(app)
+        self.api.add_routes(app)
         _allow_cross_origin(app, self.settings.cors_origins, paths=("/api/",))
         dashboard.add_routes(app)
         app.cleanup_ctx.append(self._running)
@@ -99,6 +129,8 @@ class WebView:
             asyncio.create_task(self.feed.run(), name="web feed"),
             asyncio.create_task(self.hub.run(), name="web live events"),
             asyncio.create_task(self._load_last_values(), name="web last values"),
+            asyncio.create_task(self.pulse.run_fleet(), name="web overview fleet"),
+            asyncio.create_task(self.pulse.run_health(), name="web overview health"),
         ]
         for task in tasks:
             task.add_done_callback(_report_crash)
@@ -121,6 +153,7 @@ class WebView:
             await asyncio.sleep(backoff.next())
         for row in rows:
             self.sources.set_last(row["source"], row["time"], row["speed"])
+            self.fleet.seed(row["source"], row["time"], row["speed"])
         log.info("web view knows the last value of %d stored sources", len(rows))
 
 

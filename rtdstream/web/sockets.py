@@ -4,13 +4,18 @@ On connect a client joins the ``newData`` room (unless its auth payload says
 ``newData: false``) and gets a ``sources`` event with every known source's last
 value. ``subscribe`` acknowledges with the last value, a short recent history
 and the newest window aggregates, so a dashboard is never blank; an unknown
-source gets an error acknowledgement, not silence.
+source gets an error acknowledgement, not silence. ``overview`` joins the
+overview room (``fleet``, ``health``, ``deadletters`` about once a second, see
+:mod:`rtdstream.web.pulse`) and acknowledges with everything to start from;
+``leave_overview`` leaves it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -21,6 +26,7 @@ from rtdstream.web.auth import socket_token, token_matches
 from rtdstream.web.backpressure import NAMESPACE, BackpressureManager
 from rtdstream.web.history import StoredHistory
 from rtdstream.web.live import NEWDATA_ROOM, source_room
+from rtdstream.web.pulse import OVERVIEW_ROOM
 from rtdstream.web.sources import SourceTable
 
 log = logging.getLogger(__name__)
@@ -28,10 +34,18 @@ log = logging.getLogger(__name__)
 
 class LiveNamespace(socketio.AsyncNamespace):
     def __init__(
-        self, sources: SourceTable, history: StoredHistory, *, history_size: int, token: str | None
+        self,
+        sources: SourceTable,
+        history: StoredHistory,
+        *,
+        history_size: int,
+        token: str | None,
+        overview: Callable[[int], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(NAMESPACE)
         self.sources = sources
+        #: Builds the ``overview`` acknowledgement (fleet snapshot, health, dead letters) at a given time.
+        self.overview = overview
         self.history = history
         self.history_size = history_size
         self.token = token
@@ -82,6 +96,17 @@ class LiveNamespace(socketio.AsyncNamespace):
             return _error("unsubscribe needs {source: <id>} or a source id string")
         await self.leave_room(sid, source_room(source))
         return {"ok": True, "source": source}
+
+    async def on_overview(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Watch every source at once: join the overview room; the ack is the state to start from."""
+        if self.overview is None:
+            return _error("this server has no overview")
+        await self.enter_room(sid, OVERVIEW_ROOM)
+        return {"ok": True, **self.overview(int(time.time() * 1000))}
+
+    async def on_leave_overview(self, sid: str, data: Any = None) -> dict[str, Any]:
+        await self.leave_room(sid, OVERVIEW_ROOM)
+        return {"ok": True}
 
     def _track_direct_websocket(self, sid: str, environ: dict[str, Any]) -> None:
         # A client that opened a websocket without polling first connects on
