@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(
         1_048_576, validation_alias="RTD_MAX_MESSAGE_BYTES", ge=1024,
-        description="Largest Kafka message the validation agent accepts.",
+        description="Largest Kafka message the validation stage accepts.",
     )
     validate_batch: int = Field(
         5000, validation_alias="RTD_VALIDATE_BATCH", ge=1,

@@ -3,7 +3,7 @@
 Faust flushes its producer before it commits input offsets, but a flush
 returns once every send has finished, failed ones included: an input offset
 could be committed for output the broker never got. The agents whose output
-must not be lost (validation, windows, the sink's dead letters) take their
+must not be lost (the window agent, the sink's dead letters) take their
 input in batches (``take_events``), deliver what a batch produces with the
 helpers here, and let the batch be acknowledged only after that returns; a
 batch interrupted on the way is withheld (:func:`withhold`).
@@ -87,10 +87,6 @@ async def until_acknowledged(
         withhold(input_events)
         raise
 
-
-async def send_until_acknowledged(records: Sequence[Record], *, what: str, input_events: Sequence[EventT]) -> None:
-    """:func:`send_all`, again and again until the broker has acknowledged every record."""
-    await until_acknowledged(lambda: send_all(records), what=what, input_events=input_events)
 
 
 def withhold(events: Iterable[EventT]) -> None:

@@ -1,4 +1,4 @@
-"""send_until_acknowledged returns only once the broker has every record, whatever failed on the way."""
+"""until_acknowledged(send_all) returns only once the broker has every record, whatever failed on the way."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rtdstream.delivery import acknowledged, send_until_acknowledged
+from rtdstream.delivery import Record, acknowledged, send_all, until_acknowledged
 
 
 class Topic:
@@ -107,3 +107,8 @@ async def test_a_stop_while_waiting_is_not_swallowed_and_withholds_the_input() -
 
 
 pytestmark = pytest.mark.timeout(30)
+
+
+async def send_until_acknowledged(records: list[Record], *, what: str, input_events: list) -> None:
+    """How the agents deliver: every record, again and again until the broker has acknowledged each."""
+    await until_acknowledged(lambda: send_all(records), what=what, input_events=input_events)

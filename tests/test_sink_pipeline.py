@@ -30,8 +30,8 @@ async def stream_readings(bootstrap: str, *, base: int, validated: bool = False)
     """Readings of three sources at RATE messages/s.
 
     As envelopes on rtd.readings, the way the bridge sends them, or with
-    ``validated`` as batches on rtd.validated, the way the validation agent
-    sends them (with their origin), which leaves that agent out of the test.
+    ``validated`` as batches on rtd.validated, the way the validation stage
+    sends them (with their origin), which leaves that stage out of the test.
     """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()

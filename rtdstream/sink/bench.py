@@ -39,7 +39,7 @@ SINK_TABLES = ("readings", "sink_offsets", "sink_origins", "sink_source_origins"
 
 
 def batches(rows: int, per_message: int, sources: int) -> Iterator[ReadingBatch]:
-    """Readings of ``sources`` sensors, one batch per message, with origins like the validation agent's."""
+    """Readings of ``sources`` sensors, one batch per message, with origins like the validation stage's."""
     start = int(time.time() * 1000) - 86_400_000
     for index in range(rows // per_message):
         source = f"bench-{index % sources}"

@@ -8,9 +8,9 @@ while it was away is in the database, which the API and subscribe acks read.
 
 Live readings come by default from ``rtd.readings`` itself, checked with the
 same pure :func:`~rtdstream.validation.validate_message` as the worker's
-validation agent, not from that agent's output ``rtd.validated``: a reading
+validation stage, not from that stage's output ``rtd.validated``: a reading
 reaches clients one broker hop after the bridge sent it instead of two, and
-without waiting for the agent's batch and its acknowledgements (README,
+without waiting for the stage's batch and its acknowledgements (README,
 Latency). A rejected message is only skipped here; the worker dead-letters it,
 and the count by reason comes from ``rtd.dlq``. The price is the validation's
 CPU (about 2 µs a reading, against 0.06 µs to decode a validated batch) in
