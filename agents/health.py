@@ -3,8 +3,9 @@
 A worker is healthy while its app is running: a rebalance in progress is
 normal and reported, not judged. Starting, stopping and crashed workers answer
 503, so an orchestrator neither counts a worker that has not joined nor keeps
-one that is going away. The body names the partitions this worker owns, which
-is what ``rtdstream status`` shows per worker.
+one that is going away. The body names the partitions this worker owns (of
+``rtd.readings`` through the validation stage's own group, of the others
+through Faust's), which is what ``rtdstream status`` shows per worker.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
+from rtdstream.agents.validate import Validation
 from rtdstream.app import app
 
 
@@ -21,7 +23,8 @@ def worker_health() -> tuple[bool, dict[str, Any]]:
     """(healthy, report) of this worker process."""
     state = app.state
     owned: dict[str, list[int]] = defaultdict(list)
-    for tp in sorted(app.assignor.assigned_actives()):
+    validation = Validation.running
+    for tp in sorted(app.assignor.assigned_actives() | (validation.assignment() if validation else set())):
         owned[tp.topic].append(tp.partition)
     report = {
         "status": "ok" if state == "running" else "unavailable",

@@ -78,6 +78,8 @@ class Validation(Service):
     """Validates ``rtd.readings`` in bulk under a consumer group of its own."""
 
     consumer: AIOKafkaConsumer
+    #: The instance this worker runs (the app creates it), for the worker's /healthz.
+    running: Validation | None = None
 
     def __post_init__(self) -> None:
         self.in_flight: deque[InFlight] = deque()
@@ -101,9 +103,15 @@ class Validation(Service):
         )
         self.consumer.subscribe([READINGS], listener=_SettleOnRevoke(self))
         await self.consumer.start()
+        Validation.running = self
+
+    def assignment(self) -> set[TopicPartition]:
+        """The ``rtd.readings`` partitions this worker validates now."""
+        return self.consumer.assignment()
 
     async def on_stop(self) -> None:
         """Leave the group cleanly: settle what was sent (briefly), commit it, then let the partitions go."""
+        Validation.running = None
         try:
             async with asyncio.timeout(STOP_SECONDS):
                 async with self.lock:
