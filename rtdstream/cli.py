@@ -145,6 +145,9 @@ async def web(self: AppCommand, port: int | None, host: str) -> None:
     option("--ramp-step", type=float, default=20.0, show_default=True, help="Seconds per ramp step (warm-up included)"),
     option("--max-p99", type=float, default=500.0, show_default=True, help="Ramp bound: client p99 latency, ms"),
     option("--max-lag", type=float, default=10.0, show_default=True, help="Ramp bound: worker group lag at a step's end, in seconds of input"),
+    option("--producer", type=click.Choice(["bridge", "kafka"]), default="bridge", show_default=True,
+           help="What writes rtd.readings: the simulator through the bridge (envelopes), or a Kafka producer "
+           "of one-reading messages"),
     option("--drain", type=click.IntRange(min=1000), default=None, metavar="READINGS",
            help="Instead: fill rtd.readings with this many readings, then time the workers alone draining it"),
     option("--format", "drain_format", type=click.Choice(["single", "envelope"]), default="single", show_default=True,

@@ -65,6 +65,9 @@ class BenchOptions:
     drain_timeout: float = 180.0
     ramp: RampOptions | None = None
     soak: bool = False
+    #: What writes rtd.readings: "bridge" (the simulator through the bridge, envelopes) or "kafka"
+    #: (a producer of one-reading messages, as devices and other services write them).
+    producer: str = "bridge"
 
     def sources_for(self, rate: float) -> int:
         """Sensors for ``rate``: ``--sources``, or enough that none is faster than READINGS_PER_SOURCE."""

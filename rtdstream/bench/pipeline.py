@@ -91,6 +91,8 @@ class Pipeline:
     worker_ports: list[int] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
     sims: list[Service] = field(default_factory=list)
+    #: What feeds rtd.readings: "bridge" (the simulator through the bridge) or "kafka" (one-reading messages).
+    producer: str = "bridge"
 
     @classmethod
     def configure(
@@ -137,26 +139,40 @@ class Pipeline:
         for worker in self.services[: self.workers] if wait else ():
             await worker.wait_for_log(WORKER_READY, timeout=120)
 
-    async def start(self, *, rate: float, sources: int) -> None:
-        """Start the workers and the web view, then the simulator and the bridge; return once data flows."""
+    async def start(self, *, rate: float, sources: int, producer: str = "bridge") -> None:
+        """Start the workers and the web view, then the input; return once data flows.
+
+        The input is the simulator and the bridge, or with ``producer="kafka"`` a
+        producer of one-reading messages (:mod:`rtdstream.bench.producer`).
+        """
         await self.start_workers(wait=False)
         web = await self._spawn("web", ["web", "--host", "127.0.0.1", "--port", str(self.web_port)])
         self.services.append(web)
         for worker in self.services[: self.workers]:
             await worker.wait_for_log(WORKER_READY, timeout=120)
         await web.wait_for_log("web feed reading", timeout=60)
+        self.producer = producer
         await self.start_sim(rate=rate, sources=sources)
+        if producer == "kafka":
+            return
         bridge = await self._spawn("bridge", ["bridge"])
         self.services.append(bridge)
         await bridge.wait_for_log("connected to", timeout=60)
         self.sims[-1].started = time.monotonic()  # a simulator emits once a client is connected
 
     async def start_sim(self, *, rate: float, sources: int) -> None:
-        args = ["sim", "--host", "127.0.0.1", "--port", str(self.sim_port), "--rate", f"{rate:g}",
-                "--sources", str(sources)]
-        sim = await self._spawn(f"sim-{len(self.sims) + 1}" if self.sims else "sim", args)
+        """Start the input at ``rate``: a simulator the bridge reads, or the one-reading producer."""
+        name = f"sim-{len(self.sims) + 1}" if self.sims else "sim"
+        if self.producer == "kafka":
+            args = ["--rate", f"{rate:g}", "--sources", str(sources)]
+            sim = await self._spawn(name, args, module="rtdstream.bench.producer")
+            await sim.wait_for_log("producing", timeout=30)
+        else:
+            args = ["sim", "--host", "127.0.0.1", "--port", str(self.sim_port), "--rate", f"{rate:g}",
+                    "--sources", str(sources)]
+            sim = await self._spawn(name, args)
+            await sim.wait_for_log("listening on", timeout=30)
         self.sims.append(sim)
-        await sim.wait_for_log("listening on", timeout=30)
 
     async def stop_sim(self) -> int:
         """Stop the simulator (the bridge then sees its streams end); the exit code."""
@@ -189,7 +205,7 @@ class Pipeline:
             if service.process.returncode is None:
                 _kill_session(service.pid)
 
-    async def _spawn(self, name: str, args: list[str]) -> Service:
+    async def _spawn(self, name: str, args: list[str], module: str = "rtdstream") -> Service:
         log_dir = self.run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
@@ -197,7 +213,7 @@ class Pipeline:
         cwd.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "rtdstream", *args,
+                sys.executable, "-m", module, *args,
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=cwd, start_new_session=True,
             )
         return Service(name, process, log_path)

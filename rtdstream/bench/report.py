@@ -213,7 +213,7 @@ def build_report(record: RunRecord) -> dict[str, Any]:
         "config": {
             "rate": options.rate, "sources": options.source_count, "duration_s": options.duration,
             "warmup_s": options.warmup, "clients": options.clients, "measuring_clients": options.measuring,
-            "workers": options.workers, "broker": record.settings.broker_url, "database": record.database,
+            "workers": options.workers, "producer": options.producer, "broker": record.settings.broker_url, "database": record.database,
             **{knob: getattr(record.settings, knob) for knob in KNOBS},
         },
         "offered": {"emitted": record.emitted, "seconds": round(record.load_seconds, 1),

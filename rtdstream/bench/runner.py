@@ -142,7 +142,7 @@ class BenchRun:
         self.out(f"bench: starting {options.workers} worker(s), web view, simulator and bridge; logs in {self.run_dir}")
         try:
             sources = self.sources(first_rate)
-            await pipeline.start(rate=first_rate, sources=len(sources))
+            await pipeline.start(rate=first_rate, sources=len(sources), producer=options.producer)
             fleet = await self._connect_clients(pipeline, sources)
             lag.start()
             sampler = Sampler(fleet=fleet, database=database, lag=lag, probe_source=sources[0])
