@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from rtdstream import topics
 from rtdstream.bench.database import BenchDatabase
+from rtdstream.bench.limits import fetch_seconds
 from rtdstream.bench.options import DEFAULT_SERVER_URL
 from rtdstream.bench.pipeline import Pipeline, PipelineFailed
 from rtdstream.bench.runner import BenchFailed, BenchLostReadings, start_groups_at_end
@@ -207,10 +208,6 @@ async def _raw_consume(client: ClientOptions, start: dict[TopicPartition, int], 
         consumer.assign(list(start))
         for tp, offset in start.items():
             consumer.seek(tp, offset)
-        began, seen = time.perf_counter(), 0
-        while seen < messages:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            seen += sum(len(records) for records in batches.values())
-        return time.perf_counter() - began
+        return await fetch_seconds(consumer, messages)
     finally:
         await consumer.stop()
