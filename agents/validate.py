@@ -8,9 +8,11 @@ Faust service has a consumer of its own, in a group of its own
 of ``rtd.readings`` through it as they share the others through Faust's group,
 and ``faust -A rtdstream.app worker`` runs it like any agent.
 
-An input batch is what one ``getmany`` returns. Its readings become one
-batch per source and input partition (:mod:`rtdstream.gather`), keyed by
-source so the next stages see each source in order on one partition. Its
+An input batch is what one ``getmany`` returns, taken one message of each
+partition in turn. Its readings become one batch per source and input
+partition (:mod:`rtdstream.gather`, in segments no wider in event time than
+the grace period), keyed by source so the next stages see each source in order
+on one partition. Its
 offsets are committed only once the broker has acknowledged everything the
 batch produced, and in input order; meanwhile the next batches are validated
 and sent (up to MAX_IN_FLIGHT), so waiting for the broker never idles the
@@ -31,10 +33,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from mode import Service
 
@@ -131,16 +134,14 @@ class Validation(Service):
                     await self.send(records)
                 await self.settle(all_of_them=False)
 
-    async def send(self, records: dict[TopicPartition, Sequence]) -> None:
+    async def send(self, records: dict[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """Validate one input batch and send what it produces."""
-        gathered = Gathered()
+        gathered = Gathered(max_span_ms=round(settings.grace * 1000))
         now_ms = int(time.time() * 1000)
-        offsets: dict[TopicPartition, int] = {}
-        for tp, messages in records.items():
-            for message in messages:
-                result = validate_message(message.value, message.key, now_ms=now_ms, max_bytes=settings.max_message_bytes)
-                gathered.add(result, tp.partition, message.offset)
-            offsets[tp] = messages[-1].offset + 1
+        for tp, message in round_robin(records):
+            result = validate_message(message.value, message.key, now_ms=now_ms, max_bytes=settings.max_message_bytes)
+            gathered.add(result, tp.partition, message.offset)
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items() if messages}
         deliveries = [await self._send(VALIDATED, key, value) for key, value in gathered.validated()]
         deliveries += [await self._send(DLQ, key, value) for key, value in gathered.dead_letters]
         self.in_flight.append(InFlight(deliveries, offsets, gathered))
@@ -187,6 +188,12 @@ class Validation(Service):
                 delay = backoff.next()
                 log.warning("validation: committing input offsets failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+
+def round_robin(records: dict[TopicPartition, Sequence[ConsumerRecord]]) -> Iterator[tuple[TopicPartition, ConsumerRecord]]:
+    """One message of each partition in turn, so partitions that are level in time stay level."""
+    rows = zip_longest(*[[(tp, message) for message in messages] for tp, messages in records.items()])
+    return (item for row in rows for item in row if item is not None)
 
 
 class _SettleOnRevoke(ConsumerRebalanceListener):

@@ -8,6 +8,16 @@ per reading. Rejected readings become dead letters with a reason.
 
 Each source's batches are returned in input order, which is what lets later
 stages recognise a replay by its parts (:mod:`rtdstream.origins`).
+
+Gathering reorders readings across sources: all of source a's readings of a
+batch reach the window stage before any of source b's. The window stage closes
+windows by a watermark per partition (newest time minus the grace period), so
+reordering by more than the grace period would make b's readings late that
+arrived in time. The readings are therefore gathered in segments whose times
+span at most ``max_span_ms`` (the grace period): a reading r then finds a
+watermark no higher than r's own time, or than the one it would have found in
+input order, so gathering never makes a reading late. A backlog of readings
+spread far in event time is gathered into more, smaller batches.
 """
 
 from __future__ import annotations
@@ -32,15 +42,20 @@ Keyed = tuple[bytes | None, bytes]
 class Gathered:
     """The output of one input batch: readings per (source, input partition), dead letters, counts."""
 
-    #: Batches that reached MAX_BATCH_READINGS, in the order they did.
+    #: Longest span of reading times gathered together: the window stage's grace period.
+    max_span_ms: int
+    #: Batches closed (full, or at the end of a segment), in the order they were.
     full: list[ReadingBatch] = field(default_factory=list)
     open: dict[tuple[str, int], ReadingBatch] = field(default_factory=dict)
+    #: Earliest and latest reading time of the open segment.
+    span: tuple[int, int] | None = None
     dead_letters: list[Keyed] = field(default_factory=list)
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
     def add(self, result: Validated, partition: int, offset: int) -> None:
         """The readings and rejections of the input message at ``partition``/``offset``."""
+        self._keep_span(result)
         for index, batch in enumerate(result.batches.values()):
             self._append(batch, partition, offset, index)
         for rejection in result.rejections:
@@ -51,6 +66,20 @@ class Gathered:
             self.dead_letters.append((rejection.source.encode() if rejection.source else None, record))
             self.rejected[rejection.reason] += 1
         self.accepted += result.accepted
+
+    def _keep_span(self, result: Validated) -> None:
+        """Close the open segment when this message's readings would widen it past ``max_span_ms``."""
+        times = [time for batch in result.batches.values() for time in (min(batch.times), max(batch.times))]
+        if not times:
+            return
+        first, last = min(times), max(times)
+        if self.span is not None:
+            first, last = min(first, self.span[0]), max(last, self.span[1])
+            if last - first > self.max_span_ms:
+                self.full.extend(self.open.values())
+                self.open.clear()
+                first, last = min(times), max(times)
+        self.span = (first, last)
 
     def _append(self, batch: ReadingBatch, partition: int, offset: int, index: int) -> None:
         key = (batch.source, partition)

@@ -8,10 +8,14 @@ from hypothesis import strategies as st
 
 from rtdstream import gather
 from rtdstream.gather import Gathered
-from rtdstream.models import decode_validated
+from rtdstream.models import IdleTick, decode_validated
+from rtdstream.tables.state import PartitionState
+from rtdstream.tables.windowing import Changes, Windowing
 from rtdstream.validation import validate_message
+from tests.support.windows import PROPERTY_SPECS, offline
 
 NOW = 1_795_000_000_000
+GRACE = 2000
 
 
 def envelope(source: str, speeds: list[int], first_time: int) -> bytes:
@@ -25,7 +29,7 @@ def single(source: str, speed: int | str, time: int) -> bytes:
 
 
 def test_one_reading_messages_of_a_source_become_one_batch_listing_each_message() -> None:
-    gathered = Gathered()
+    gathered = Gathered(max_span_ms=GRACE)
     for offset, source in enumerate(["a", "b", "a", "a"]):
         gathered.add(validate_message(single(source, offset, NOW + offset), None, now_ms=NOW, max_bytes=1 << 20), 5, 100 + offset)
     records = {key: decode_validated(value) for key, value in gathered.validated()}
@@ -38,7 +42,7 @@ def test_one_reading_messages_of_a_source_become_one_batch_listing_each_message(
 
 
 def test_rejected_readings_become_dead_letters_with_their_place_and_reason() -> None:
-    gathered = Gathered()
+    gathered = Gathered(max_span_ms=GRACE)
     gathered.add(validate_message(single("a", "fast", NOW), None, now_ms=NOW, max_bytes=1 << 20), 2, 7)
     [(key, value)] = gathered.dead_letters
     record = orjson.loads(value)
@@ -47,7 +51,7 @@ def test_rejected_readings_become_dead_letters_with_their_place_and_reason() -> 
 
 
 def test_partitions_are_never_mixed_in_one_batch() -> None:
-    gathered = Gathered()
+    gathered = Gathered(max_span_ms=GRACE)
     gathered.add(validate_message(single("a", 1, NOW), None, now_ms=NOW, max_bytes=1 << 20), 0, 1)
     gathered.add(validate_message(single("a", 2, NOW + 1), None, now_ms=NOW, max_bytes=1 << 20), 1, 1)
     assert sorted(batch.origin for batch in gathered.batches()) == [(0, 1, 0), (1, 1, 0)]
@@ -59,7 +63,7 @@ def test_partitions_are_never_mixed_in_one_batch() -> None:
 def test_each_source_keeps_its_readings_in_order_across_capped_batches(messages) -> None:
     gather.MAX_BATCH_READINGS = 50  # small, so batches fill up in examples of a few messages
     try:
-        gathered, expected, time = Gathered(), {}, NOW
+        gathered, expected, time = Gathered(max_span_ms=GRACE), {}, NOW
         for offset, (source, speeds) in enumerate(messages):
             gathered.add(validate_message(envelope(source, speeds, time), None, now_ms=NOW, max_bytes=1 << 20), 0, offset)
             expected.setdefault(source, []).extend(speeds)
@@ -74,3 +78,47 @@ def test_each_source_keeps_its_readings_in_order_across_capped_batches(messages)
         assert seen == expected
     finally:
         gather.MAX_BATCH_READINGS = 10_000
+
+
+@st.composite
+def readings_in_time(draw: st.DrawFn) -> list[tuple[str, int, int]]:
+    """One-reading messages of several sources, event time moving on by up to 1.5 s a step (a backlog
+    spans minutes), arrival disordered by less than the grace period."""
+    count = draw(st.integers(1, 120))
+    times, now = [], NOW
+    for _ in range(count):
+        now += draw(st.integers(0, 1500))
+        times.append(now)
+    jitter = draw(st.lists(st.integers(0, GRACE - 1), min_size=count, max_size=count))
+    order = sorted(range(count), key=lambda i: (times[i] + jitter[i], i))
+    sources = draw(st.lists(st.sampled_from("abcd"), min_size=count, max_size=count))
+    return [(sources[i], times[i], draw(st.integers(0, 50))) for i in order]
+
+
+@settings(max_examples=200, deadline=None)
+@given(readings_in_time(), st.lists(st.integers(1, 60), min_size=1, max_size=10))
+def test_gathered_batches_give_the_windows_of_the_input_order(readings, batch_sizes) -> None:
+    """The window stage fed gathered batches closes exactly the windows an input-order oracle does:
+    gathering reorders sources, but never by more than the grace period, so nothing turns late."""
+    windowing, state, closed, offset = Windowing(PROPERTY_SPECS, GRACE), PartitionState(), {}, 0
+    position = 0
+    while position < len(readings):
+        size = batch_sizes[offset % len(batch_sizes)]
+        gathered = Gathered(max_span_ms=GRACE)  # one input batch of `size` messages
+        for index in range(position, min(position + size, len(readings))):
+            source, time, speed = readings[index]
+            gathered.add(validate_message(single(source, speed, time), None, now_ms=NOW + 10**9, max_bytes=1 << 20),
+                         0, index)
+        for _, value in gathered.validated():
+            changes = Changes()
+            windowing.apply(state, offset, decode_validated(value), changes)
+            offset += 1
+            assert changes.late == []
+            closed.update({(w.source, w.spec.label, w.start): w.aggregate.to_row() for w in changes.closed})
+        position += size
+    changes = Changes()
+    windowing.apply(state, offset, IdleTick(0, state.max_time), changes)
+    closed.update({(w.source, w.spec.label, w.start): w.aggregate.to_row() for w in changes.closed})
+    expected, late = offline([[reading] for reading in readings], GRACE, PROPERTY_SPECS)
+    assert late == {}
+    assert closed == expected

@@ -122,9 +122,10 @@ async def outcome(bootstrap: str, readings: int, dead: int) -> Outcome:
     dlq = await read_topic(bootstrap, topics.DLQ, until=lambda rs: len(rs) >= dead, timeout=90)
     accepted: dict[tuple[int, int], list[Reading]] = {}
     for batch in batches(validated):
-        accepted.setdefault(batch.origin[:2], []).extend(
-            (batch.source, t, s) for t, s in zip(batch.times, batch.speeds, strict=True)
-        )
+        readings = list(zip(batch.times, batch.speeds, strict=True))
+        for offset, _index, count in batch.origin_parts():  # a batch gathers several input messages
+            part, readings = readings[:count], readings[count:]
+            accepted.setdefault((batch.origin[0], offset), []).extend((batch.source, t, s) for t, s in part)
     rejected: dict[tuple[int, int], list[str]] = {}
     for record in json_values(dlq):
         assert record["stage"] == "validate" and record["topic"] == topics.READINGS, record
