@@ -92,9 +92,12 @@ async def test_final_windows_are_exact_when_partitions_move_between_workers(
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[:third]))
     first, _ = await start_worker(processes, busy)
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[third : 2 * third]))
-    # A second worker joins (partitions move to it), then the first leaves (they move back).
-    await start_worker(processes, {**busy, "RTD_IDLE_TIMEOUT": "3s"})
+    # A second worker joins (partitions move to it), then the first leaves (they move back). The
+    # second closes idle partitions after 3 s, so the last third is in before it can own one: an idle
+    # close before all data is there would rightly make the rest late.
+    second, _ = await start_worker(processes, {**busy, "RTD_IDLE_TIMEOUT": "3s"}, ready=False)
     await produce_at(bootstrap, topics.READINGS, map(encode, envelopes[2 * third :]))
+    await second.await_log(r"\[\^Worker\]: Ready", timeout=90)
     assert processes.terminate(first, timeout=60) == 0
     await assert_windows_exact(bootstrap, expected, readings=len(envelopes) * PER_SECOND)
 
