@@ -33,12 +33,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import zip_longest
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.partitioner import murmur2
 from mode import Service
 
 from rtdstream import metrics
@@ -93,6 +95,7 @@ class Validation(Service):
         self.producer = await start_idempotent_producer(
             settings, linger_ms=round(settings.producer_linger * 1000)
         )
+        self.partition_of = key_partitioner(len(await self.producer.partitions_for(VALIDATED)))
         timeout_ms = round(settings.session_timeout * 1000)
         self.consumer = AIOKafkaConsumer(
             **client_options(settings),
@@ -136,7 +139,7 @@ class Validation(Service):
 
     async def send(self, records: dict[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """Validate one input batch and send what it produces."""
-        gathered = Gathered(max_span_ms=round(settings.grace * 1000))
+        gathered = Gathered(max_span_ms=round(settings.grace * 1000), partition_of=self.partition_of)
         now_ms = int(time.time() * 1000)
         for tp, message in round_robin(records):
             result = validate_message(message.value, message.key, now_ms=now_ms, max_bytes=settings.max_message_bytes)
@@ -188,6 +191,16 @@ class Validation(Service):
                 delay = backoff.next()
                 log.warning("validation: committing input offsets failed (%r); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
+
+
+def key_partitioner(partitions: int) -> Callable[[str], int]:
+    """The partition the producer's default partitioner (Kafka's: murmur2 of the key) gives a source."""
+
+    @lru_cache(maxsize=65_536)
+    def partition_of(source: str) -> int:
+        return (murmur2(source.encode()) & 0x7FFFFFFF) % partitions
+
+    return partition_of
 
 
 def round_robin(records: dict[TopicPartition, Sequence[ConsumerRecord]]) -> Iterator[tuple[TopicPartition, ConsumerRecord]]:

@@ -11,18 +11,20 @@ stages recognise a replay by its parts (:mod:`rtdstream.origins`).
 
 Gathering reorders readings across sources: all of source a's readings of a
 batch reach the window stage before any of source b's. The window stage closes
-windows by a watermark per partition (newest time minus the grace period), so
-reordering by more than the grace period would make b's readings late that
-arrived in time. The readings are therefore gathered in segments whose times
-span at most ``max_span_ms`` (the grace period): a reading r then finds a
-watermark no higher than r's own time, or than the one it would have found in
-input order, so gathering never makes a reading late. A backlog of readings
-spread far in event time is gathered into more, smaller batches.
+windows by a watermark per ``rtd.validated`` partition (newest time minus the
+grace period), so reordering the sources of one such partition by more than
+the grace period would make b's readings late that arrived in time. So for
+each output partition the readings are gathered in segments whose times span
+at most ``max_span_ms`` (the grace period): a reading r then finds a watermark
+no higher than r's own time, or than the one it would have found in input
+order, so gathering never makes a reading late. Partitions are independent:
+each has a watermark of its own.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rtdstream.models import ReadingBatch, dead_letter, encode_batch
@@ -42,21 +44,23 @@ Keyed = tuple[bytes | None, bytes]
 class Gathered:
     """The output of one input batch: readings per (source, input partition), dead letters, counts."""
 
-    #: Longest span of reading times gathered together: the window stage's grace period.
+    #: Longest span of reading times gathered together per output partition: the grace period.
     max_span_ms: int
+    #: The rtd.validated partition of a source (its key's, by the producer's partitioner).
+    partition_of: Callable[[str], int]
     #: Batches closed (full, or at the end of a segment), in the order they were.
     full: list[ReadingBatch] = field(default_factory=list)
     open: dict[tuple[str, int], ReadingBatch] = field(default_factory=dict)
-    #: Earliest and latest reading time of the open segment.
-    span: tuple[int, int] | None = None
+    #: Per output partition, the earliest and latest reading time of its open segment.
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
     dead_letters: list[Keyed] = field(default_factory=list)
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
     def add(self, result: Validated, partition: int, offset: int) -> None:
         """The readings and rejections of the input message at ``partition``/``offset``."""
-        self._keep_span(result)
         for index, batch in enumerate(result.batches.values()):
+            self._keep_span(batch)
             self._append(batch, partition, offset, index)
         for rejection in result.rejections:
             record = dead_letter(
@@ -67,19 +71,21 @@ class Gathered:
             self.rejected[rejection.reason] += 1
         self.accepted += result.accepted
 
-    def _keep_span(self, result: Validated) -> None:
-        """Close the open segment when this message's readings would widen it past ``max_span_ms``."""
-        times = [time for batch in result.batches.values() for time in (min(batch.times), max(batch.times))]
-        if not times:
-            return
-        first, last = min(times), max(times)
-        if self.span is not None:
-            first, last = min(first, self.span[0]), max(last, self.span[1])
-            if last - first > self.max_span_ms:
-                self.full.extend(self.open.values())
-                self.open.clear()
-                first, last = min(times), max(times)
-        self.span = (first, last)
+    def _keep_span(self, batch: ReadingBatch) -> None:
+        """Close the open segment of the batch's output partition when the batch would widen it too far."""
+        output = self.partition_of(batch.source)
+        first, last = min(batch.times), max(batch.times)
+        span = self.spans.get(output)
+        if span is not None:
+            if max(last, span[1]) - min(first, span[0]) > self.max_span_ms:
+                self._close_segment(output)
+            else:
+                first, last = min(first, span[0]), max(last, span[1])
+        self.spans[output] = (first, last)
+
+    def _close_segment(self, output: int) -> None:
+        for key in [key for key in self.open if self.partition_of(key[0]) == output]:
+            self.full.append(self.open.pop(key))
 
     def _append(self, batch: ReadingBatch, partition: int, offset: int, index: int) -> None:
         key = (batch.source, partition)

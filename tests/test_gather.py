@@ -18,6 +18,10 @@ NOW = 1_795_000_000_000
 GRACE = 2000
 
 
+def one_partition(source: str) -> int:
+    return 0
+
+
 def envelope(source: str, speeds: list[int], first_time: int) -> bytes:
     return orjson.dumps({"source": source, "readings": [
         {"time": first_time + i, "speed": speed} for i, speed in enumerate(speeds)
@@ -29,7 +33,7 @@ def single(source: str, speed: int | str, time: int) -> bytes:
 
 
 def test_one_reading_messages_of_a_source_become_one_batch_listing_each_message() -> None:
-    gathered = Gathered(max_span_ms=GRACE)
+    gathered = Gathered(max_span_ms=GRACE, partition_of=one_partition)
     for offset, source in enumerate(["a", "b", "a", "a"]):
         gathered.add(validate_message(single(source, offset, NOW + offset), None, now_ms=NOW, max_bytes=1 << 20), 5, 100 + offset)
     records = {key: decode_validated(value) for key, value in gathered.validated()}
@@ -42,7 +46,7 @@ def test_one_reading_messages_of_a_source_become_one_batch_listing_each_message(
 
 
 def test_rejected_readings_become_dead_letters_with_their_place_and_reason() -> None:
-    gathered = Gathered(max_span_ms=GRACE)
+    gathered = Gathered(max_span_ms=GRACE, partition_of=one_partition)
     gathered.add(validate_message(single("a", "fast", NOW), None, now_ms=NOW, max_bytes=1 << 20), 2, 7)
     [(key, value)] = gathered.dead_letters
     record = orjson.loads(value)
@@ -51,7 +55,7 @@ def test_rejected_readings_become_dead_letters_with_their_place_and_reason() -> 
 
 
 def test_partitions_are_never_mixed_in_one_batch() -> None:
-    gathered = Gathered(max_span_ms=GRACE)
+    gathered = Gathered(max_span_ms=GRACE, partition_of=one_partition)
     gathered.add(validate_message(single("a", 1, NOW), None, now_ms=NOW, max_bytes=1 << 20), 0, 1)
     gathered.add(validate_message(single("a", 2, NOW + 1), None, now_ms=NOW, max_bytes=1 << 20), 1, 1)
     assert sorted(batch.origin for batch in gathered.batches()) == [(0, 1, 0), (1, 1, 0)]
@@ -63,7 +67,7 @@ def test_partitions_are_never_mixed_in_one_batch() -> None:
 def test_each_source_keeps_its_readings_in_order_across_capped_batches(messages) -> None:
     gather.MAX_BATCH_READINGS = 50  # small, so batches fill up in examples of a few messages
     try:
-        gathered, expected, time = Gathered(max_span_ms=GRACE), {}, NOW
+        gathered, expected, time = Gathered(max_span_ms=GRACE, partition_of=one_partition), {}, NOW
         for offset, (source, speeds) in enumerate(messages):
             gathered.add(validate_message(envelope(source, speeds, time), None, now_ms=NOW, max_bytes=1 << 20), 0, offset)
             expected.setdefault(source, []).extend(speeds)
@@ -104,7 +108,7 @@ def test_gathered_batches_give_the_windows_of_the_input_order(readings, batch_si
     position = 0
     while position < len(readings):
         size = batch_sizes[offset % len(batch_sizes)]
-        gathered = Gathered(max_span_ms=GRACE)  # one input batch of `size` messages
+        gathered = Gathered(max_span_ms=GRACE, partition_of=one_partition)  # one input batch of `size` messages
         for index in range(position, min(position + size, len(readings))):
             source, time, speed = readings[index]
             gathered.add(validate_message(single(source, speed, time), None, now_ms=NOW + 10**9, max_bytes=1 << 20),
@@ -122,3 +126,14 @@ def test_gathered_batches_give_the_windows_of_the_input_order(readings, batch_si
     expected, late = offline([[reading] for reading in readings], GRACE, PROPERTY_SPECS)
     assert late == {}
     assert closed == expected
+
+
+def test_partitions_keep_segments_of_their_own() -> None:
+    """A source far ahead in time cuts the segment of its own output partition only."""
+    gathered = Gathered(max_span_ms=GRACE, partition_of=lambda source: 0 if source in "ab" else 1)
+    for offset, (source, time) in enumerate([("a", NOW), ("c", NOW + 60_000), ("a", NOW + 1), ("c", NOW + 1)]):
+        gathered.add(validate_message(single(source, 1, time), None, now_ms=NOW + 10**9, max_bytes=1 << 20), 0, offset)
+    by_source = {}
+    for batch in gathered.batches():
+        by_source.setdefault(batch.source, []).append(len(batch))
+    assert by_source == {"a": [2], "c": [1, 1]}
