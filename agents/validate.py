@@ -34,7 +34,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import zip_longest
 
@@ -72,10 +72,12 @@ class InFlight:
     #: partition -> next offset to consume, committed once every delivery succeeded
     offsets: dict[TopicPartition, int]
     gathered: Gathered
-    sent_at: float = field(default_factory=time.monotonic)
 
     def done(self) -> bool:
         return all(delivery.done() for delivery in self.deliveries)
+
+    def failed(self) -> bool:
+        return any(delivery.cancelled() or delivery.exception() is not None for delivery in self.deliveries)
 
 
 @app.service
@@ -167,7 +169,13 @@ class Validation(Service):
             all_of_them or len(self.in_flight) > MAX_IN_FLIGHT or self.in_flight[0].done()
         ):
             batch = self.in_flight[0]
-            await asyncio.wait(batch.deliveries)
+            if batch.deliveries:
+                await asyncio.wait(batch.deliveries)
+            if batch.failed():  # stopping (else the worker has exited): validated again after restart
+                log.warning("validation: %d batch(es) not acknowledged at stop; validated again after restart",
+                            len(self.in_flight))
+                self.in_flight.clear()
+                return
             await self._commit(batch.offsets)
             self.in_flight.popleft()
             metrics.READINGS_ACCEPTED.inc(batch.gathered.accepted)
