@@ -46,7 +46,7 @@ from mode import Service
 from rtdstream import metrics
 from rtdstream.app import app, settings
 from rtdstream.backoff import Backoff
-from rtdstream.gather import Gathered
+from rtdstream.gather import STAGE, Gathered
 from rtdstream.kafka_security import client_options
 from rtdstream.producer import start_idempotent_producer
 from rtdstream.retry import exit_on_bug, is_transient
@@ -180,7 +180,7 @@ class Validation(Service):
             self.in_flight.popleft()
             metrics.READINGS_ACCEPTED.inc(batch.gathered.accepted)
             for reason, rejected in batch.gathered.rejected.items():
-                metrics.READINGS_REJECTED.labels("validate", reason).inc(rejected)
+                metrics.READINGS_REJECTED.labels(STAGE, reason).inc(rejected)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit, retrying through a broker outage; a partition that moved meanwhile is its new owner's."""

@@ -88,7 +88,6 @@ async def until_acknowledged(
         raise
 
 
-
 def withhold(events: Iterable[EventT]) -> None:
     """Keep input messages from being acknowledged in this process; the next start reads them again.
 

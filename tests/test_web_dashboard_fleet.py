@@ -23,6 +23,7 @@ from rtdstream.models import ReadingBatch
 from tests.conftest import ARTIFACTS
 from tests.support.browser import headless_chromium
 from tests.support.mariadb import MariaDB
+from tests.support.processes import until
 from tests.support.web import now_ms, produce_keyed, produce_readings
 from tests.support.web_pipeline import WebPipeline, web_pipeline
 
@@ -198,16 +199,15 @@ async def test_the_dashboard_works_with_an_access_token(pipeline: WebPipeline) -
 
 
 async def _wait_for_stored_windows(pipeline: WebPipeline, source: str, at_least: int = 1) -> None:
-    for _ in range(300):
+    def stored() -> bool:
         try:
             # the 5s windows: what the 1 h range's 6 s buckets are made of
             rows = pipeline.rows("SELECT COUNT(*) FROM window_aggregates WHERE source=%s AND `window`='5s'", source)
-            if rows[0][0] >= at_least:
-                return
         except Exception:  # noqa: BLE001  (the table appears once the worker has migrated)
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no stored 5s window of {source} within 30 s")
+            return False
+        return rows[0][0] >= at_least
+
+    await until(stored, timeout=30, what=f"{at_least} stored 5s window(s) of {source}")
 
 
 def _number() -> re.Pattern[str]:
