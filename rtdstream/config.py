@@ -208,6 +208,11 @@ class Settings(BaseSettings):
         description="Longest the worker's producer waits to put more messages into one request; "
         "fewer, larger requests cost the worker and the broker less CPU.",
     )
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", validation_alias="RTD_COMPRESSION",
+        description="Compression of every message batch rtdstream's producers send (bridge, worker, bench "
+        "producer); consumers decompress whatever they get. Figures behind the default: README, Performance.",
+    )
     bridge_batch: int = Field(
         500, validation_alias="RTD_BRIDGE_BATCH", ge=1,
         description="Most readings in one envelope the bridge produces.",

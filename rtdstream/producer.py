@@ -25,11 +25,17 @@ from rtdstream.kafka_security import client_options
 log = logging.getLogger(__name__)
 
 
+def compression_type(settings: Settings) -> str | None:
+    """aiokafka's ``compression_type`` for ``RTD_COMPRESSION`` (its codecs come with cramjam)."""
+    return None if settings.compression == "none" else settings.compression
+
+
 async def start_idempotent_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
     """A started producer with ``acks=all``, idempotent if the broker allows; ``options`` for aiokafka."""
     options = dict(
         **client_options(settings),
         acks="all",
+        compression_type=compression_type(settings),
         # Ride out a broker outage inside the client; a send that still fails is final.
         request_timeout_ms=120_000,
         max_request_size=1_048_576,
