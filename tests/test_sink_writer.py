@@ -223,8 +223,11 @@ async def test_one_multi_row_insert_per_table(mysql_url: str, mariadb: MariaDB) 
         await upgrade(engine, legacy=True)
 
         async def inserts_so_far() -> int:
+            """INSERT statements, plain and ``INSERT ... SELECT`` (the JSON_TABLE form of readings and Data)."""
             async with engine.connect() as conn:
-                return int((await conn.execute(sa.text("SHOW SESSION STATUS LIKE 'Com_insert'"))).one()[1])
+                status = await conn.execute(sa.text("SHOW SESSION STATUS WHERE Variable_name IN "
+                                                    "('Com_insert', 'Com_insert_select')"))
+                return sum(int(value) for _, value in status.all())
 
         before = await inserts_so_far()
         await SinkWriter(engine, send_dead_letters=DeadLetters(), legacy=True).write_until_done(
@@ -251,6 +254,21 @@ def test_mysql_upserts_stay_one_multi_row_insert_on_every_server(server: tuple[i
     assert statements.readings.sql == (
         "INSERT INTO readings (source, time, speed) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE speed = VALUES(speed)"
     )
+    # Servers with JSON_TABLE (MariaDB 10.6+, MySQL 8.0.4+) take the rows of readings and Data as one JSON array.
+    assert statements.readings.bulk_sql == (
+        "INSERT INTO readings (source, time, speed) SELECT j.source, j.time, j.speed FROM JSON_TABLE(%s, '$[*]' "
+        "COLUMNS (source VARCHAR(1024) PATH '$[0]', time BIGINT PATH '$[1]', speed DOUBLE PATH '$[2]')) AS j "
+        "ON DUPLICATE KEY UPDATE speed = j.speed"
+    )
+    assert statements.legacy.bulk_sql is not None and statements.windows.bulk_sql is None
+
+
+@pytest.mark.parametrize("server", [(10, 5, 27), (8, 0, 3)], ids=["mariadb-10.5", "mysql-8.0.3"])
+def test_servers_without_json_table_get_plain_inserts(server: tuple[int, int, int]) -> None:
+    dialect = aiomysql_dialect()
+    dialect.server_version_info = server
+    dialect.is_mariadb = server[0] >= 10
+    assert Statements.compile(dialect).readings.bulk_sql is None
 
 
 async def test_outage_keeps_the_batch_and_resumes(
