@@ -3,12 +3,20 @@
 Exactness across ``kill -9`` comes from ordering, not from Faust's table
 machinery: a batch of input messages is applied to the partitions' states;
 the closed windows and late readings are produced and acknowledged by the
-broker; then the new states (changelog); and only then does ``take_events``
-ack the input so its offsets can be committed. A crash before the changelog
+broker; then the new states (changelog); and only then is the input
+released so its offsets can be committed. A crash before the changelog
 is durable replays the input onto the old state, which closes the same
 windows with the same values again; a crash after it skips the replay by
 ``input_offset``, and the results are already out. A consumer of
 ``rtd.windows`` sees at most identical duplicates.
+
+Up to WINDOW_BATCHES_IN_FLIGHT batches are delivered at once
+(:class:`~rtdstream.delivery.OrderedDeliveries`): the next batch is applied
+while the broker acknowledges the last one. A batch's changelog waits for
+every earlier batch's delivery, as its state includes them, and input is
+released in batch order. On a rebalance the batches in flight are delivered
+before the partitions move, so a new owner recovers a changelog that nothing
+of ours will overwrite.
 
 Live partials and idle ticks are best-effort side channels: a lost partial is
 replaced by the next one, and a lost tick is sent again after the next quiet
@@ -28,7 +36,7 @@ from faust import EventT, StreamT
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
-from rtdstream.delivery import Record, acknowledged, send_all, until_acknowledged
+from rtdstream.delivery import OrderedDeliveries, Record, acknowledged, send_all, until_acknowledged
 from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
 from rtdstream.tables.specs import window_specs
 from rtdstream.tables.state import PartitionState
@@ -41,19 +49,33 @@ log = logging.getLogger(__name__)
 
 STAGE = "windows"
 
+#: Batches whose output the broker has yet to acknowledge. In a profile at 50,000 readings/s the
+#: agent spent as long waiting for acknowledgements as applying and waiting for input together.
+WINDOW_BATCHES_IN_FLIGHT = 4
+
 windowing = Windowing(window_specs(settings), grace_ms=round(settings.grace * 1000))
 window_state = WindowStateTable(app, partitions=settings.partitions)
+deliveries = OrderedDeliveries(WINDOW_BATCHES_IN_FLIGHT)
 
 
 @app.agent(validated_topic)
 async def aggregate_windows(stream: StreamT) -> None:
     """Apply batches of validated readings to the window state and publish what closed."""
-    async for events in stream.take_events(settings.window_batch, within=settings.window_within):
-        await process(events)
+    try:
+        async for events in stream.take_events(settings.window_batch, within=settings.window_within):
+            await process(events)
+    finally:
+        await deliveries.abandon()  # stopping: what was not delivered is processed again after restart
+
+
+@app.on_partitions_revoked.connect
+async def deliver_before_partitions_move(sender: object, revoked: object, **_: object) -> None:
+    """Finish the batches in flight: their changelog must not land after a new owner's."""
+    await deliveries.settle()
 
 
 async def process(events: Sequence[EventT]) -> None:
-    """Apply, then deliver everything the batch produced before its input is acknowledged."""
+    """Apply, then start delivering everything the batch produced; its input is released after."""
     outbox = Outbox()
     touched: dict[int, PartitionState] = {}
     offsets_before: dict[int, int] = {}
@@ -75,8 +97,12 @@ async def process(events: Sequence[EventT]) -> None:
             outbox.changelog.append((partition, window_state.save(partition, state)))
     if replayed:
         log.debug("skipped %d of %d messages already applied (input replayed after a restart)", replayed, len(events))
-    await outbox.deliver_until_acknowledged(events)
     outbox.count(replayed)
+    await deliveries.submit(
+        events,
+        first=lambda: until_acknowledged(outbox.send_results, what="window results", input_events=events),
+        then=lambda: until_acknowledged(outbox.send_changelog, what="window state", input_events=events),
+    )
     partial_feed.flush()
 
 
@@ -121,24 +147,19 @@ class Outbox:
     def reject(self, source: str | None, record: bytes) -> None:
         self.records.append((dlq_topic, source.encode() if source else None, record))
 
-    async def deliver_until_acknowledged(self, input_events: Sequence[EventT]) -> None:
-        """Deliver everything, retrying the whole set on a failure.
+    # Results first, state second: a state that says "applied" must never outlive its results.
+    # Were the changelog durable and a closed window not, the restart would skip the replayed
+    # input (its offset is in the state) and the window would be lost. In this order a crash
+    # between the two replays the input onto the old state, which emits the same windows again.
+    # Every record is safe to send twice (a changelog value replaces itself, a closed window is
+    # identical), so a failure is repaired by sending the whole step again.
 
-        Every record is safe to send twice (a changelog value replaces itself,
-        a closed window is identical), so a partial failure is repaired by
-        sending all of it again rather than by tracking which part failed.
-        """
-        await until_acknowledged(self._deliver, what="window results", input_events=input_events)
-
-    async def _deliver(self) -> None:
-        """Results first, state second: a state that says "applied" must never outlive its results.
-
-        Were the changelog durable and a closed window not, the restart would
-        skip the replayed input (its offset is in the state) and the window
-        would be lost. In this order a crash between the two replays the input
-        onto the old state, which emits the same windows again.
-        """
+    async def send_results(self) -> None:
+        """Closed windows and dead letters, acknowledged by the broker."""
         await send_all(self.records)
+
+    async def send_changelog(self) -> None:
+        """The partitions' new states, acknowledged by the broker."""
         await acknowledged([window_state.send_changelog(p, value) for p, value in self.changelog])
 
     def count(self, replayed: int) -> None:

@@ -97,3 +97,74 @@ def withhold(events: Iterable[EventT]) -> None:
     """
     for event in events:
         event.message.incref()
+
+
+class OrderedDeliveries:
+    """Several batches' output in flight at once, each batch's input released in batch order.
+
+    A batch's delivery has two steps: ``first`` (records that may reach the broker in any
+    order, such as closed windows) starts at once; ``then`` (what must follow everything
+    earlier, such as a changelog of state that includes the earlier batches) waits until the
+    previous batch is fully delivered. Only then is the batch's input released, so Faust's
+    committed offset never passes input whose output, or an earlier batch's, is not acknowledged.
+    (Faust commits a partition up to its first unacknowledged offset, but releasing out of order
+    would still let it pass a gap while it knows no committed offset, in a new group.)
+
+    A batch whose predecessor did not finish (cancelled by a stop) keeps its input unreleased:
+    the next start processes both again.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._in_flight: list[asyncio.Task[None]] = []
+
+    async def submit(
+        self, events: Sequence[EventT], first: Callable[[], Awaitable[None]], then: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Start delivering one batch; return once fewer than ``limit`` batches are in flight.
+
+        Call before the agent's ``take_events`` loop moves on: the batch's messages get a
+        reference of their own here, released when the delivery is done.
+        """
+        for event in events:
+            event.message.incref()
+        previous = self._in_flight[-1] if self._in_flight else None
+        self._in_flight.append(asyncio.create_task(self._deliver(events, first, then, previous)))
+        while len(self._in_flight) >= self.limit or (self._in_flight and self._in_flight[0].done()):
+            await self._finish_oldest()
+
+    async def settle(self) -> None:
+        """Wait until every batch in flight is delivered (on a rebalance, before the partitions move)."""
+        while self._in_flight:
+            await self._finish_oldest()
+
+    async def abandon(self) -> None:
+        """Cancel the deliveries in flight (the worker is stopping); their input stays unreleased."""
+        for task in self._in_flight:
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight)
+        self._in_flight.clear()
+
+    async def _finish_oldest(self) -> None:
+        oldest = self._in_flight[0]
+        try:
+            await asyncio.shield(oldest)  # a cancelled agent leaves the task to abandon()
+        finally:
+            # Done (delivered or failed) is finished; the agent and a rebalance may both wait for it.
+            if oldest.done() and self._in_flight and self._in_flight[0] is oldest:
+                self._in_flight.pop(0)
+
+    @staticmethod
+    async def _deliver(
+        events: Sequence[EventT], first: Callable[[], Awaitable[None]], then: Callable[[], Awaitable[None]],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        await first()
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None:
+                return
+        await then()
+        for event in events:
+            event.ack()

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from rtdstream.delivery import Record, acknowledged, send_all, until_acknowledged
+from rtdstream.delivery import OrderedDeliveries, Record, acknowledged, send_all, until_acknowledged
 
 
 class Topic:
@@ -112,3 +112,114 @@ pytestmark = pytest.mark.timeout(30)
 async def send_until_acknowledged(records: list[Record], *, what: str, input_events: list) -> None:
     """How the agents deliver: every record, again and again until the broker has acknowledged each."""
     await until_acknowledged(lambda: send_all(records), what=what, input_events=input_events)
+
+
+class Batch:
+    """One batch's events (each counts its references) and its two delivery steps, settled by the test."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+        self.refs = 1  # the reference take_events releases once the agent moves on
+        self.results: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.changelog: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        message = SimpleNamespace(incref=self._incref)
+        self.events = [SimpleNamespace(message=message, ack=self._ack)]
+
+    def _incref(self) -> None:
+        self.refs += 1
+
+    def _ack(self) -> None:
+        self.refs -= 1
+        self.log.append(f"release {self.name}")
+
+    async def first(self) -> None:
+        await self.results
+        self.log.append(f"results {self.name}")
+
+    async def then(self) -> None:
+        self.log.append(f"changelog {self.name} sent")
+        await self.changelog
+
+    async def submit(self, deliveries: OrderedDeliveries) -> None:
+        await deliveries.submit(self.events, self.first, self.then)
+        self.refs -= 1  # take_events acknowledges the batch as the agent takes the next one
+
+
+async def until_logged(log: list[str], entry: str) -> None:
+    while entry not in log:
+        await asyncio.sleep(0.001)
+
+
+async def test_a_later_batch_waits_for_the_earlier_one_before_its_state_goes_out_and_its_input_is_released() -> None:
+    log: list[str] = []
+    deliveries = OrderedDeliveries(limit=4)
+    first, second = Batch("1", log), Batch("2", log)
+    await first.submit(deliveries)
+    await second.submit(deliveries)
+
+    second.results.set_result(None)  # the later batch's windows are acknowledged first
+    await until_logged(log, "results 2")
+    first.results.set_result(None)
+    await until_logged(log, "changelog 1 sent")
+    second.changelog.set_result(None)  # no effect yet: the second changelog is not even sent
+    first.changelog.set_result(None)
+    await asyncio.wait_for(deliveries.settle(), timeout=5)
+
+    assert log == ["results 2", "results 1", "changelog 1 sent", "release 1", "changelog 2 sent", "release 2"]
+    assert first.refs == second.refs == 0
+
+
+async def test_at_most_limit_batches_are_in_flight() -> None:
+    log: list[str] = []
+    deliveries = OrderedDeliveries(limit=2)
+    first, second = Batch("1", log), Batch("2", log)
+    await first.submit(deliveries)
+
+    async def submit_second() -> None:
+        log.append("submitting 2")
+        await second.submit(deliveries)
+        log.append("took more input")  # in the same step as "submitting 2", had submit() not waited
+
+    submitting = asyncio.create_task(submit_second())
+    await until_logged(log, "submitting 2")
+    first.results.set_result(None)
+    first.changelog.set_result(None)
+    await asyncio.wait_for(submitting, timeout=5)
+    # Two in flight: the agent took more input only once the first batch was done.
+    assert log == ["submitting 2", "results 1", "changelog 1 sent", "release 1", "took more input"]
+    await deliveries.abandon()
+
+
+async def test_abandoned_batches_and_those_after_them_keep_their_input() -> None:
+    log: list[str] = []
+    deliveries = OrderedDeliveries(limit=4)
+    first, second = Batch("1", log), Batch("2", log)
+    await first.submit(deliveries)
+    await second.submit(deliveries)
+    second.results.set_result(None)
+    second.changelog.set_result(None)
+    await until_logged(log, "results 2")
+
+    await deliveries.abandon()  # the worker stops while the first batch waits for the broker
+
+    assert "release 2" not in log and "release 1" not in log
+    assert first.refs == second.refs == 1  # read again after the restart
+
+
+async def test_a_batch_after_one_that_failed_keeps_its_input() -> None:
+    log: list[str] = []
+    deliveries = OrderedDeliveries(limit=4)
+    first, second = Batch("1", log), Batch("2", log)
+    await first.submit(deliveries)
+    await second.submit(deliveries)
+    second.results.set_result(None)
+    second.changelog.set_result(None)
+    first.results.set_exception(RuntimeError("a bug"))
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        await deliveries.settle()
+    await deliveries.settle()  # the second batch's delivery ends too, without going on
+
+    assert log == ["results 2"]  # neither changelog went out, no input was released
+    assert first.refs == second.refs == 1
