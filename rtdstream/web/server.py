@@ -20,7 +20,7 @@ from aiohttp import web
 
 from rtdstream import metrics
 from rtdstream.backoff import Backoff
-from rtdstream.config import Settings
+from rtdstream.config import WebSettings
 from rtdstream.serve import serve_until_stopped
 from rtdstream.web import dashboard
 from rtdstream.web.api import HttpApi
@@ -50,7 +50,7 @@ PING_TIMEOUT = 20
 class WebView:
     """Everything one web process serves, wired together."""
 
-    def __init__(self, settings: Settings, repository: HistoryRepository) -> None:
+    def __init__(self, settings: WebSettings, repository: HistoryRepository) -> None:
         self.settings = settings
         self.repository = repository
         self.manager = BackpressureManager(
