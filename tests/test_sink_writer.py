@@ -23,7 +23,8 @@ from rtdstream.models import IdleTick, ReadingBatch, encode_batch, encode_tick
 from rtdstream.sink.database import create_engine
 from rtdstream.sink.migrate import upgrade
 from rtdstream.sink.records import Rejected, SinkBatch, decode_readings, decode_window
-from rtdstream.sink.writer import SinkWriter, Statements
+from rtdstream.sink.statements import Statements
+from rtdstream.sink.writer import SinkWriter
 from rtdstream.topics import VALIDATED, WINDOWS
 from tests.support.mariadb import MariaDB
 from tests.support.sink import T0, envelopes, query
@@ -286,7 +287,7 @@ async def test_outage_keeps_the_batch_and_resumes(
 
         retries = metrics.SINK_RETRIES._value.get()
         proxy.cut()
-        with caplog.at_level(logging.INFO, logger="rtdstream.sink.writer"):
+        with caplog.at_level(logging.INFO, logger="rtdstream.sink"):
             pending = asyncio.create_task(writer.write_until_done(batch_of(messages[5:20], first_offset=5)))
             while metrics.SINK_RETRIES._value.get() - retries < 3:
                 assert not pending.done()
