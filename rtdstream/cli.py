@@ -24,11 +24,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 from click import argument, option
-from pydantic_settings import BaseSettings
 
 from rtdstream.config import (
     BridgeCommandSettings,
@@ -37,6 +36,7 @@ from rtdstream.config import (
     LogSettings,
     Settings,
     SettingsError,
+    SettingsT,
     SimCommandSettings,
     StatusCommandSettings,
     WebSettings,
@@ -44,8 +44,6 @@ from rtdstream.config import (
 )
 from rtdstream.runtime import configure_logging, run_main
 from rtdstream.sim.server import SPEED_MODELS
-
-S = TypeVar("S", bound=BaseSettings)
 
 #: Faust's own commands (``faust --help``), run by Faust's CLI for rtdstream.app.
 FAUST_COMMANDS = (
@@ -123,7 +121,7 @@ def cli(ctx: click.Context, loglevel: str | None, as_json: bool, quiet: bool, **
     ctx.obj = GlobalOptions(loglevel=loglevel, json=as_json, quiet=quiet)
 
 
-def settings_or_exit(kind: type[S]) -> S:
+def settings_or_exit(kind: type[SettingsT]) -> SettingsT:
     """The command's own settings; a bad one ends the process with one line naming it (exit code 2)."""
     try:
         return load(kind)
@@ -132,11 +130,13 @@ def settings_or_exit(kind: type[S]) -> S:
         raise SystemExit(exc.exit_code) from None
 
 
-def run_command(kind: type[S], name: str, body: Callable[[S], Coroutine[Any, Any, None]]) -> NoReturn:
+def run_command(
+    kind: type[SettingsT], name: str, body: Callable[[SettingsT], Coroutine[Any, Any, None]]
+) -> NoReturn:
     """Read ``kind``, set up logging (``-l`` over RTD_LOG_LEVEL), and run ``body`` until it ends or a signal."""
     settings = settings_or_exit(kind)
     options = click.get_current_context().find_object(GlobalOptions) or GlobalOptions()
-    configure_logging(options.loglevel or settings.log_level, settings.log_format)  # type: ignore[attr-defined]
+    configure_logging(options.loglevel or settings.log_level, settings.log_format)
     raise SystemExit(run_main(body(settings), name=name))
 
 

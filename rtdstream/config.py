@@ -69,7 +69,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+SettingsT = TypeVar("SettingsT", bound="CommonSettings")
 
 
 class SettingsError(UserError):
@@ -78,7 +78,7 @@ class SettingsError(UserError):
     exit_code = 2
 
 
-class _Settings(BaseSettings):
+class CommonSettings(BaseSettings):
     """What every settings class shares: the ``RTD_`` prefix, the ``.env`` file, and the log settings.
 
     The prefix comes from pydantic-settings (``env_prefix``), so a field ``grace`` is read from
@@ -110,11 +110,11 @@ class _Settings(BaseSettings):
         return level
 
 
-class LogSettings(_Settings):
+class LogSettings(CommonSettings):
     """Only the log settings: the embedded broker and ``rtdstream dev``'s parent need no more."""
 
 
-class PortSettings(_Settings):
+class PortSettings(CommonSettings):
     """The HTTP port of a process that serves one (``PORT``, as platforms such as Heroku set it)."""
 
     port: int | None = Field(
@@ -123,7 +123,7 @@ class PortSettings(_Settings):
     )
 
 
-class KafkaSettings(_Settings):
+class KafkaSettings(CommonSettings):
     """How a Kafka client reaches the brokers: where they are, and the TLS and SASL settings."""
 
     broker: str | None = Field(
@@ -269,7 +269,7 @@ class ConsumerSettings(KafkaSettings):
     )
 
 
-class DatabaseSettings(_Settings):
+class DatabaseSettings(CommonSettings):
     """Where readings and windows are stored, and how long to wait for the server at start."""
 
     database_url: str = Field(
@@ -300,7 +300,7 @@ class DatabaseSettings(_Settings):
         return value
 
 
-class WindowSettings(_Settings):
+class WindowSettings(CommonSettings):
     """Which windows exist and when an idle one closes: the worker computes them, the web view lists them."""
 
     windows: CommaList = Field(
@@ -345,7 +345,7 @@ class WindowSettings(_Settings):
         return _hopping_parts(self.hopping_window) if self.hopping_window else None
 
 
-class StageSettings(_Settings):
+class StageSettings(CommonSettings):
     """The worker's own tuning: its group, its batches and its lateness rule. No other process reads these."""
 
     grace: Duration = Field(
@@ -388,7 +388,7 @@ class StageSettings(_Settings):
     )
 
 
-class BridgeSettings(_Settings):
+class BridgeSettings(CommonSettings):
     """What the bridge reads and how it packs readings into envelopes."""
 
     sources: CommaList = Field(
@@ -561,7 +561,7 @@ def is_valid_source_id(source: str) -> bool:
     return bool(_SOURCE_ID.match(source))
 
 
-def env_name(kind: type[BaseSettings], field_name: str) -> str:
+def env_name(kind: type[CommonSettings], field_name: str) -> str:
     """The environment variable of a field: its alias (``PORT``), else ``RTD_`` and its name in capitals."""
     alias = kind.model_fields[field_name].validation_alias
     if isinstance(alias, AliasChoices):
@@ -569,9 +569,9 @@ def env_name(kind: type[BaseSettings], field_name: str) -> str:
     return str(alias) if alias else f"{ENV_PREFIX}{field_name.upper()}"
 
 
-def env_names(kind: type[BaseSettings] = BaseSettings) -> set[str]:
+def env_names(kind: type[CommonSettings] | None = None) -> set[str]:
     """Every variable ``kind`` reads (by default, every variable of :class:`Settings`)."""
-    kind = Settings if kind is BaseSettings else kind
+    kind = kind or Settings
     return {env_name(kind, field) for field in kind.model_fields}
 
 
@@ -592,13 +592,13 @@ def load_settings(**overrides: Any) -> Settings:
     return load(Settings, **overrides)
 
 
-def _field_name(kind: type[BaseSettings], key: str) -> str:
+def _field_name(kind: type[CommonSettings], key: str) -> str:
     if key in kind.model_fields or not key.upper().startswith(ENV_PREFIX):
         return key
     return key[len(ENV_PREFIX):].lower()
 
 
-def _problems(kind: type[BaseSettings], exc: ValidationError) -> list[str]:
+def _problems(kind: type[CommonSettings], exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "?"
