@@ -272,6 +272,14 @@ def test_servers_without_json_table_get_plain_inserts(server: tuple[int, int, in
     assert Statements.compile(dialect).readings.bulk_sql is None
 
 
+def test_the_dlq_record_of_a_refused_row_of_any_table_is_json() -> None:
+    """Column names are plain str: SQLAlchemy's quoted_name keys made orjson raise, ending the worker."""
+    statements = Statements.compile(aiomysql_dialect())
+    for statement in (statements.readings, statements.windows, statements.legacy):
+        record = statement.as_dict(tuple(range(len(statement.columns))))
+        assert orjson.loads(orjson.dumps(record)) == record
+
+
 async def test_outage_keeps_the_batch_and_resumes(
     mysql_url: str, mariadb: MariaDB, caplog: pytest.LogCaptureFixture
 ) -> None:

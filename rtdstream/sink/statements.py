@@ -22,7 +22,9 @@ from rtdstream.sink.records import Item
 
 #: Columns the sink writes; ``readings.ingested_at`` is the database's own commit-time stamp.
 READING_COLUMNS = ("source", "time", "speed")
-WINDOW_COLUMNS = tuple(column.name for column in schema.window_aggregates.columns if column.name != "id")
+#: Plain str: SQLAlchemy's column names are a str subclass (quoted_name), which orjson refuses as a dict
+#: key, so the rtd.dlq record of a refused window row (Statement.as_dict) would raise instead.
+WINDOW_COLUMNS = tuple(str(column.name) for column in schema.window_aggregates.columns if column.name != "id")
 WINDOW_KEY = ("source", "window", "start")
 Row = tuple[Any, ...]
 
