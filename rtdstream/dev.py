@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from honcho.manager import Manager
 
 from rtdstream.broker import EmbeddedBroker
-from rtdstream.config import Settings
+from rtdstream.config import DevCommandSettings
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _rtdstream(*args: str) -> str:
     return "exec " + shlex.join([sys.executable, "-m", "rtdstream", *args])
 
 
-def dev_processes(settings: Settings, options: DevOptions, broker_url: str | None) -> tuple[dict[str, str], dict[str, str]]:
+def dev_processes(settings: DevCommandSettings, options: DevOptions, broker_url: str | None) -> tuple[dict[str, str], dict[str, str]]:
     """(name -> command line, environment) of the dev stack; ``broker_url`` is the embedded broker's, if any."""
     env = dict(os.environ)
     commands: dict[str, str] = {}
@@ -60,7 +60,7 @@ def dev_processes(settings: Settings, options: DevOptions, broker_url: str | Non
     return commands, env
 
 
-def run_dev(settings: Settings, options: DevOptions) -> int:
+def run_dev(settings: DevCommandSettings, options: DevOptions) -> int:
     """Run the stack until Ctrl-C/SIGTERM or until one process exits; the exit code."""
     if settings.broker is not None:
         return _run_group(settings, options, broker_url=None)
@@ -69,7 +69,7 @@ def run_dev(settings: Settings, options: DevOptions) -> int:
         return _run_group(settings, options, broker_url=broker.url)
 
 
-def _run_group(settings: Settings, options: DevOptions, broker_url: str | None) -> int:
+def _run_group(settings: DevCommandSettings, options: DevOptions, broker_url: str | None) -> int:
     commands, env = dev_processes(settings, options, broker_url)
     manager = Manager()
     for name, command in commands.items():

@@ -23,7 +23,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from aiokafka.helpers import create_ssl_context
 
-from rtdstream.config import Settings
+from rtdstream.config import KafkaSettings
 from rtdstream.errors import UserError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class KafkaCredentialsRefused(UserError):
     """The broker refused the configured credentials or TLS settings; the message names the setting."""
 
 
-def client_options(settings: Settings) -> ClientOptions:
+def client_options(settings: KafkaSettings) -> ClientOptions:
     """``bootstrap_servers`` and the security options for an aiokafka client."""
     options: ClientOptions = {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -55,7 +55,7 @@ def client_options(settings: Settings) -> ClientOptions:
     return options
 
 
-def tls_context(settings: Settings) -> ssl.SSLContext:
+def tls_context(settings: KafkaSettings) -> ssl.SSLContext:
     """Verify the brokers against RTD_KAFKA_CA_FILE (else the system's CAs); present a client certificate if set."""
     return create_ssl_context(
         cafile=str(settings.kafka_ca_file) if settings.kafka_ca_file else None,
@@ -64,7 +64,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     )
 
 
-def faust_credentials(settings: Settings) -> CredentialsT | None:
+def faust_credentials(settings: KafkaSettings) -> CredentialsT | None:
     """The worker's ``broker_credentials``: the same connection as :func:`client_options` gives the others."""
     import faust  # only the worker needs it; the other commands connect without importing Faust
 
@@ -84,7 +84,7 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     )
 
 
-async def check_credentials(settings: Settings, *, timeout: float = 10.0) -> None:
+async def check_credentials(settings: KafkaSettings, *, timeout: float = 10.0) -> None:
     """Raise :class:`KafkaCredentialsRefused` if a bootstrap broker refuses the credentials or TLS settings.
 
     Only those: a broker that cannot be reached is the callers' to wait for, as before.

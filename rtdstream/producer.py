@@ -19,18 +19,18 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import UnknownError, UnsupportedVersionError
 
-from rtdstream.config import Settings
+from rtdstream.config import ProducerSettings
 from rtdstream.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
 
-def compression_type(settings: Settings) -> str | None:
+def compression_type(settings: ProducerSettings) -> str | None:
     """aiokafka's ``compression_type`` for ``RTD_COMPRESSION`` (its codecs come with cramjam)."""
     return None if settings.compression == "none" else settings.compression
 
 
-async def start_idempotent_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+async def start_idempotent_producer(settings: ProducerSettings, **options: Any) -> AIOKafkaProducer:
     """A started producer with ``acks=all``, idempotent if the broker allows; ``options`` for aiokafka."""
     options = dict(
         **client_options(settings),

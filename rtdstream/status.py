@@ -29,7 +29,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, Cons
 from aiokafka.errors import KafkaError
 
 from rtdstream import topics
-from rtdstream.config import Settings
+from rtdstream.config import StatusCommandSettings
 from rtdstream.kafka_security import ClientOptions, check_credentials, client_options
 from rtdstream.lag import GroupLag, PartitionLag, measure_groups_lag
 from rtdstream.topics import BrokerUnavailable
@@ -130,7 +130,7 @@ class ClusterStatus:
 
 
 async def collect_status(
-    settings: Settings, worker_urls: list[str], *, timeout: float = 5.0
+    settings: StatusCommandSettings, worker_urls: list[str], *, timeout: float = 5.0
 ) -> ClusterStatus:
     """Ask the broker, then every worker; :class:`BrokerUnavailable` when the broker does not answer."""
     try:

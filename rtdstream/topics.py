@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
-from rtdstream.config import Settings
+from rtdstream.config import TopicSettings
 from rtdstream.errors import UserError
 from rtdstream.kafka_security import check_credentials, client_options
 
@@ -59,7 +59,7 @@ def worker_groups(app_id: str) -> dict[str, tuple[str, ...]]:
     return {validation_group(app_id): (READINGS,), app_id: (VALIDATED, WINDOWS)}
 
 
-async def ensure_topics(settings: Settings, *, retry_for: float = 60.0) -> None:
+async def ensure_topics(settings: TopicSettings, *, retry_for: float = 60.0) -> None:
     """Create missing rtdstream topics; wait for the broker up to ``retry_for`` seconds.
 
     A topic that already exists with another partition count or replication
@@ -89,7 +89,7 @@ async def ensure_topics(settings: Settings, *, retry_for: float = 60.0) -> None:
         await admin.close()
 
 
-async def max_message_bytes(settings: Settings, topic: str) -> int | None:
+async def max_message_bytes(settings: TopicSettings, topic: str) -> int | None:
     """The topic's ``max.message.bytes``, or None where the broker does not say (the embedded one)."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     try:
@@ -110,7 +110,7 @@ async def max_message_bytes(settings: Settings, topic: str) -> int | None:
         await admin.close()
 
 
-def _new_topic(name: str, settings: Settings) -> NewTopic:
+def _new_topic(name: str, settings: TopicSettings) -> NewTopic:
     return NewTopic(
         name,
         num_partitions=settings.partitions,
@@ -122,7 +122,7 @@ def _new_topic(name: str, settings: Settings) -> NewTopic:
     )
 
 
-def _warn_if_different(info: dict[str, Any], settings: Settings) -> None:
+def _warn_if_different(info: dict[str, Any], settings: TopicSettings) -> None:
     name, partitions = info["topic"], info["partitions"]
     if len(partitions) != settings.partitions:
         log.warning(
@@ -151,7 +151,7 @@ class TopicsRefused(UserError):
     """The broker would not create an rtdstream topic (RTD_REPLICATION_FACTOR above the brokers, no rights)."""
 
 
-async def _connected_admin(settings: Settings, retry_for: float) -> AIOKafkaAdminClient:
+async def _connected_admin(settings: TopicSettings, retry_for: float) -> AIOKafkaAdminClient:
     deadline = asyncio.get_running_loop().time() + retry_for
     delay = 0.2
     while True:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import reduce
 
-from rtdstream.config import Settings, format_duration, parse_duration
+from rtdstream.config import WindowSettings, format_duration, parse_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class WindowSpec:
         return range(last - self.size + self.step, last + 1, self.step)
 
 
-def window_specs(settings: Settings) -> list[WindowSpec]:
+def window_specs(settings: WindowSettings) -> list[WindowSpec]:
     """The windows RTD_WINDOWS and RTD_HOPPING_WINDOW ask for, without repeats."""
     specs = [WindowSpec.tumbling(size) for size in settings.window_sizes]
     if settings.hopping:

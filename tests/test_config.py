@@ -1,16 +1,21 @@
-"""Settings: defaults, parsing, and a bad value stopping every command with the variable's name."""
+"""Settings: defaults, parsing, and a bad value stopping a command that uses it, with the variable's name."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import ssl
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from rtdstream.broker import free_port
 from rtdstream.config import SettingsError, format_duration, load_settings, parse_duration
 from rtdstream.sink.database import mysql_tls
 
@@ -75,16 +80,63 @@ def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: s
     assert words in str(raised.value)
 
 
-@pytest.mark.parametrize("command", [["sim"], ["bridge"], ["worker", "-l", "info"]])
-def test_every_command_stops_at_start_with_one_line_naming_the_setting(command: list[str]) -> None:
-    env = {**os.environ, "RTD_GRACE": "soon"}
+@pytest.mark.parametrize(("command", "name", "value", "message"), [
+    (["sim"], "PORT", "x", "Input should be a valid integer, unable to parse string as an integer"),
+    (["bridge"], "RTD_SOURCES", "ftp://x/stream", "'ftp://x/stream' is not an http(s) URL"),
+    (["db", "upgrade"], "RTD_DATABASE_URL", "bogus://x", "must start with mysql+aiomysql:// or sqlite+aiosqlite://"),
+    (["worker", "-l", "info"], "RTD_GRACE", "soon", "'soon' is not a duration (examples: 500ms, 2s, 1m)"),
+])
+def test_a_command_stops_at_start_with_one_line_naming_a_setting_it_uses(
+    command: list[str], name: str, value: str, message: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rtdstream", *command], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "rtdstream", *command], env={**os.environ, name: value},
+        capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "rtdstream: invalid setting RTD_GRACE='soon': 'soon' is not a duration (examples: 500ms, 2s, 1m)"
+    assert result.stderr.strip() == f"rtdstream: invalid setting {name}={value!r}: {message}"
+
+
+def test_the_simulator_ignores_settings_it_does_not_use_and_never_imports_faust() -> None:
+    port = free_port()
+    env = {**os.environ, "RTD_DATABASE_URL": "bogus://x", "RTD_GRACE": "soon", "RTD_SOURCES": "ftp://x"}
+    sim = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "rtdstream", "sim", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
+    try:
+        line = _first_line(f"http://127.0.0.1:{port}/stream", sim)
+    finally:
+        sim.terminate()
+        _, stderr = sim.communicate(timeout=30)
+    assert json.loads(line).keys() == {"time", "speed"}
+    assert sim.returncode == 0
+    imported = re.findall(r"^import time:.*\|\s*(\S+)$", stderr, flags=re.MULTILINE)
+    assert "rtdstream.sim.server" in imported
+    assert not [module for module in imported if module.split(".")[0] in ("faust", "mode", "sqlalchemy")]
+
+
+def test_commands_that_do_not_run_faust_do_not_import_it() -> None:
+    modules = [
+        "rtdstream.cli", "rtdstream.sim.server", "rtdstream.broker", "rtdstream.dev", "rtdstream.bridge.service",
+        "rtdstream.status", "rtdstream.sink.migrate", "rtdstream.web.server",
+    ]
+    check = f"import sys; [__import__(m) for m in {modules!r}]; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True)
+    assert "'faust'" not in result.stdout
+
+
+def _first_line(url: str, process: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """The first line ``url`` streams, once the process listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.readline().decode()
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_durations() -> None:

@@ -17,7 +17,7 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from ruamel.yaml import YAML
 
-from rtdstream.config import Settings, load_settings
+from rtdstream.config import env_names, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yml"
@@ -81,7 +81,7 @@ def role(service: dict) -> str:
 
 
 def setting_names() -> set[str]:
-    return {str(field.validation_alias) for field in Settings.model_fields.values()}
+    return env_names()
 
 
 def test_compose_file_is_valid_under_the_compose_specification() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rtdstream.config import Settings
+from rtdstream.config import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 
 def test_every_setting_is_in_the_configuration_table() -> None:
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README, flags=re.MULTILINE))
-    settings = {str(field.validation_alias) for field in Settings.model_fields.values()}
+    settings = env_names()
     assert settings - documented == set()
     assert documented - settings == set()  # and nothing that no longer exists
 

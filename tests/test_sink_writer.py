@@ -23,7 +23,8 @@ from rtdstream.models import IdleTick, ReadingBatch, encode_batch, encode_tick
 from rtdstream.sink.database import create_engine
 from rtdstream.sink.migrate import upgrade
 from rtdstream.sink.records import Rejected, SinkBatch, decode_readings, decode_window
-from rtdstream.sink.writer import SinkWriter, Statements
+from rtdstream.sink.statements import Statements
+from rtdstream.sink.writer import SinkWriter
 from rtdstream.topics import VALIDATED, WINDOWS
 from tests.support.mariadb import MariaDB
 from tests.support.sink import T0, envelopes, query
@@ -271,6 +272,14 @@ def test_servers_without_json_table_get_plain_inserts(server: tuple[int, int, in
     assert Statements.compile(dialect).readings.bulk_sql is None
 
 
+def test_the_dlq_record_of_a_refused_row_of_any_table_is_json() -> None:
+    """Column names are plain str: SQLAlchemy's quoted_name keys made orjson raise, ending the worker."""
+    statements = Statements.compile(aiomysql_dialect())
+    for statement in (statements.readings, statements.windows, statements.legacy):
+        record = statement.as_dict(tuple(range(len(statement.columns))))
+        assert orjson.loads(orjson.dumps(record)) == record
+
+
 async def test_outage_keeps_the_batch_and_resumes(
     mysql_url: str, mariadb: MariaDB, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -286,7 +295,7 @@ async def test_outage_keeps_the_batch_and_resumes(
 
         retries = metrics.SINK_RETRIES._value.get()
         proxy.cut()
-        with caplog.at_level(logging.INFO, logger="rtdstream.sink.writer"):
+        with caplog.at_level(logging.INFO, logger="rtdstream.sink"):
             pending = asyncio.create_task(writer.write_until_done(batch_of(messages[5:20], first_offset=5)))
             while metrics.SINK_RETRIES._value.get() - retries < 3:
                 assert not pending.done()

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from rtdstream.config import Settings
+from rtdstream.config import KafkaSettings
 from rtdstream.kafka_security import client_options
 from rtdstream.lag import topic_partitions
 from rtdstream.topics import READINGS
@@ -35,7 +35,7 @@ def time_of(record: object) -> int | None:
     return None
 
 
-async def recover_positions(settings: Settings) -> dict[str, int]:
+async def recover_positions(settings: KafkaSettings) -> dict[str, int]:
     """Newest reading time per source in the tail of every ``rtd.readings`` partition."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()

@@ -15,7 +15,7 @@ from rtdstream.bridge.framing import BadLine, Frame
 from rtdstream.bridge.positions import recover_positions, resume_url, time_of
 from rtdstream.bridge.reader import StreamReader
 from rtdstream.bridge.stats import BridgeStats
-from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.config import BridgeCommandSettings, is_valid_source_id
 from rtdstream.models import dead_letter
 from rtdstream.producer import start_idempotent_producer
 
@@ -28,7 +28,7 @@ STATS_INTERVAL = 30.0
 class Bridge:
     """Reads the configured streams concurrently through one shared Kafka producer."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: BridgeCommandSettings) -> None:
         self.settings = settings
         self.stats = BridgeStats()
         self._envelopes: EnvelopeProducer | None = None
@@ -122,7 +122,7 @@ ENVELOPE_MAX_BYTES = 512 * 1024
 FRAMING_BYTES = 512
 
 
-async def envelope_limit(settings: Settings) -> int:
+async def envelope_limit(settings: BridgeCommandSettings) -> int:
     """The largest envelope to build: below rtd.readings' ``max.message.bytes`` from the start.
 
     A refusal as too large costs more than the message: an idempotent producer's sequence for the
@@ -139,7 +139,7 @@ async def envelope_limit(settings: Settings) -> int:
     return envelope
 
 
-async def start_producer(settings: Settings) -> AIOKafkaProducer:
+async def start_producer(settings: BridgeCommandSettings) -> AIOKafkaProducer:
     """The bridge's producer (idempotent where the broker supports it, :mod:`rtdstream.producer`)."""
     return await start_idempotent_producer(
         settings,

@@ -19,7 +19,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rtdstream.backoff import Backoff
-from rtdstream.config import Settings
+from rtdstream.config import DatabaseSettings
 from rtdstream.errors import UserError
 from rtdstream.sink.database import DatabaseUnavailable, create_engine, is_unreachable, masked, reason
 from rtdstream.sink.schema import VERSION_TABLE, legacy_data
@@ -39,7 +39,7 @@ class LegacyTableMismatch(UserError):
     """An existing ``Data`` table lacks columns of the original layout."""
 
 
-async def prepare(settings: Settings) -> str:
+async def prepare(settings: DatabaseSettings) -> str:
     """Migrate RTD_DATABASE_URL to the newest revision (and the legacy table if on); the revision.
 
     An unreachable server is waited for up to RTD_DATABASE_WAIT (it may still

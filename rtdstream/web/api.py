@@ -34,7 +34,7 @@ from async_lru import alru_cache
 from multidict import MultiDict, MultiMapping
 
 from rtdstream import lag, metrics
-from rtdstream.config import Settings, format_duration, is_valid_source_id
+from rtdstream.config import WebSettings, format_duration, is_valid_source_id
 from rtdstream.kafka_security import client_options
 from rtdstream.sink.repository import Page, Position
 from rtdstream.web.errors import BadParameter, json_response
@@ -202,7 +202,7 @@ def next_url(request: web.Request, page: Page) -> str | None:
 class HttpApi:
     """Handlers of /api/*, /healthz and /metrics."""
 
-    def __init__(self, settings: Settings, repository: HistoryRepository, feed: TopicFeed) -> None:
+    def __init__(self, settings: WebSettings, repository: HistoryRepository, feed: TopicFeed) -> None:
         self.settings = settings
         self.repository = repository
         self.feed = feed

@@ -24,9 +24,20 @@ from typing import Any
 import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
-from socketio import packet
 
 from rtdstream import metrics
+from rtdstream.web.socketio_internals import (
+    all_sockets,
+    discard_queue,
+    encode_event,
+    force_close,
+    has_namespace,
+    has_participants,
+    open_socket,
+    queued_packets,
+    send_packets,
+    session_socket,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +61,7 @@ class BackpressureManager(socketio.AsyncManager):
         self._websockets: dict[str, web.Request] = {}
 
     def has_participants(self, room: str, namespace: str = NAMESPACE) -> bool:
-        return bool(self.rooms.get(namespace, {}).get(room))
+        return has_participants(self, room, namespace)
 
     def track_websocket(self, eio_sid: str, request: web.Request) -> None:
         """Remember the connection a websocket client uses (see :func:`track_websockets`)."""
@@ -76,7 +87,7 @@ class BackpressureManager(socketio.AsyncManager):
             # never broadcasts with a callback, so the library's path is fine.
             await super().emit(event, data, namespace, room, skip_sid, callback, to, **kwargs)
             return
-        if namespace not in self.rooms:
+        if not has_namespace(self, namespace):
             return
         room = to or room
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
@@ -85,24 +96,17 @@ class BackpressureManager(socketio.AsyncManager):
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            socket = self.server.eio.sockets.get(eio_sid)
-            if socket is None or socket.closed:
+            socket = open_socket(self.server, eio_sid)
+            if socket is None:
                 continue
-            if socket.queue.qsize() >= self.max_queue:
+            if queued_packets(socket) >= self.max_queue:
                 metrics.WEB_DROPPED.labels(event, "slow_client").inc()
                 self._fell_behind(sid, eio_sid, now)
                 continue
             self._behind_since.pop(eio_sid, None)
             if packets is None:
-                packets = self._encode(event, data, namespace)
-            for pkt in packets:
-                await socket.send(pkt)
-
-    def _encode(self, event: str, data: Any, namespace: str) -> list[eio_packet.Packet]:
-        args = list(data) if isinstance(data, tuple) else ([] if data is None else [data])
-        encoded = self.server.packet_class(packet.EVENT, namespace=namespace, data=[event, *args]).encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        return [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+                packets = encode_event(self.server, event, data, namespace)
+            await send_packets(socket, packets)
 
     def _fell_behind(self, sid: str, eio_sid: str, now: float) -> None:
         since = self._behind_since.setdefault(eio_sid, now)
@@ -112,8 +116,8 @@ class BackpressureManager(socketio.AsyncManager):
     async def _drop(self, sid: str, eio_sid: str, behind_for: float) -> None:
         """Disconnect a client that stayed behind, and free what it holds."""
         try:
-            socket = self.server.eio.sockets.get(eio_sid)
-            discarded = socket.queue.qsize() if socket is not None else 0
+            socket = session_socket(self.server, eio_sid)
+            discarded = queued_packets(socket) if socket is not None else 0
             log.warning(
                 "client %s stayed behind for %.1fs (%d packets waiting): disconnecting it", sid, behind_for, discarded
             )
@@ -121,9 +125,8 @@ class BackpressureManager(socketio.AsyncManager):
             metrics.WEB_DROPPED.labels("queued", "too_slow").inc(discarded)
             await self.server.disconnect(sid, namespace=NAMESPACE)
             if socket is not None:
-                _discard(socket.queue)
-                await socket.close(wait=False, abort=True)
-                socket.queue.put_nowait(None)  # ends the websocket writer once it is unblocked
+                discard_queue(socket)
+                await force_close(socket)  # its writer ends once the connection is aborted below
             request = self._websockets.pop(eio_sid, None)
             if request is not None and request.transport is not None:
                 # The writer is stuck sending to a peer that does not read: only
@@ -139,9 +142,8 @@ class BackpressureManager(socketio.AsyncManager):
         Open websockets and pending long-polls would otherwise hold a shutdown
         until aiohttp's timeout.
         """
-        for socket in list(self.server.eio.sockets.values()):
-            await socket.close(wait=False)
-            socket.queue.put_nowait(None)  # ends the websocket writer, which closes the connection
+        for socket in all_sockets(self.server):
+            await force_close(socket, abort=False)
 
     async def disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         eio_sid = self.eio_sid_from_sid(sid, namespace)
@@ -149,15 +151,6 @@ class BackpressureManager(socketio.AsyncManager):
         if eio_sid is not None and eio_sid not in self._dropping:
             self._behind_since.pop(eio_sid, None)
             self._websockets.pop(eio_sid, None)
-
-
-def _discard(queue: asyncio.Queue[Any]) -> None:
-    while True:
-        try:
-            queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return
-        queue.task_done()
 
 
 def track_websockets(manager: BackpressureManager, path: str = "/socket.io/") -> Any:

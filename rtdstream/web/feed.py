@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 
 from rtdstream import metrics, topics
 from rtdstream.backoff import Backoff
-from rtdstream.config import Settings, is_valid_source_id
+from rtdstream.config import WebSettings, is_valid_source_id
 from rtdstream.kafka_security import client_options
 from rtdstream.lag import topic_partitions
 from rtdstream.models import IdleTick, decode_validated
@@ -55,7 +55,7 @@ class UndecodableRecord(ValueError):
 class TopicFeed:
     """Reads the output topics from their end and hands each record to the hub."""
 
-    def __init__(self, settings: Settings, hub: LiveHub, dead_letters: DeadLetterRing | None = None) -> None:
+    def __init__(self, settings: WebSettings, hub: LiveHub, dead_letters: DeadLetterRing | None = None) -> None:
         self.settings = settings
         self.hub = hub
         #: The newest dead letters, for the dashboard (bounded, see :mod:`rtdstream.web.deadletters`).

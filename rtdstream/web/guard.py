@@ -16,12 +16,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import socketio
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 from socketio import packet
 
 from rtdstream import metrics
+from rtdstream.web.socketio_internals import (
+    HookedServer,
+    force_close,
+    forget_session,
+    open_socket,
+    session_of_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +73,11 @@ def packet_problem(packet_class: type[packet.Packet], data: Any) -> str | None:
     return None
 
 
-class GuardedServer(socketio.AsyncServer):
+class GuardedServer(HookedServer):
     """python-socketio's server with a message size bound, a per-client rate and packet checks.
 
-    It hooks the library's Engine.IO message handler, the one place every
-    client message passes, which python-socketio has no public hook for.
+    It looks at each client message through :class:`~rtdstream.web.socketio_internals.HookedServer`:
+    the one place every client message passes, which python-socketio has no public hook for.
     """
 
     def __init__(self, *, message_rate: float, message_burst: int, **kwargs: Any) -> None:
@@ -80,7 +86,8 @@ class GuardedServer(socketio.AsyncServer):
         self.message_burst = message_burst
         self._allowances: dict[str, MessageAllowance] = {}
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+    async def accept_message(self, eio_sid: str, data: Any) -> bool:
+        """Whether ``data`` is within the client's allowance and a packet rtdstream's clients send."""
         allowance = self._allowances.get(eio_sid)
         if allowance is None:
             allowance = self._allowances[eio_sid] = MessageAllowance(self.message_rate, self.message_burst)
@@ -88,39 +95,34 @@ class GuardedServer(socketio.AsyncServer):
             metrics.WEB_REFUSED_MESSAGES.labels("rate_limited").inc()
             if allowance.refused == self.message_burst:
                 await self._cut_off(eio_sid, "flood", f"sent {self.message_burst} messages over its allowance")
-            return
+            return False
         problem = packet_problem(self.packet_class, data)
         if problem is not None:
             metrics.WEB_REFUSED_MESSAGES.labels("invalid_packet").inc()
             await self._cut_off(eio_sid, "invalid_packet", f"sent {problem}")
-            return
-        await super()._handle_eio_message(eio_sid, data)
+            return False
+        return True
 
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+    def client_gone(self, eio_sid: str) -> None:
         self._allowances.pop(eio_sid, None)
-        await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def refuse_request(self, request: web.Request, what: str) -> None:
         """End the session of the client that made ``request``, which broke the protocol (``what``)."""
         metrics.WEB_REFUSED_MESSAGES.labels("invalid_packet").inc()
-        eio_sid = request.query.get("sid") or next(
-            (sid for sid, environ in self.environ.items() if environ.get("aiohttp.request") is request), None
-        )
+        eio_sid = session_of_request(self, request)
         if eio_sid is None:
             log.warning("client %s %s: refusing it", request.remote, what)
         else:
             await self._cut_off(eio_sid, "invalid_packet", what)
 
     async def _cut_off(self, eio_sid: str, reason: str, what: str) -> None:
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None or socket.closed:
+        socket = open_socket(self, eio_sid)
+        if socket is None:
             return
         log.warning("client %s %s: disconnecting it", eio_sid, what)
         metrics.WEB_ABUSE_DISCONNECTS.labels(reason).inc()
-        # Without waiting for its queue to drain: a client that floods may not read either.
-        await socket.close(wait=False, abort=True)
-        socket.queue.put_nowait(None)  # ends the websocket writer, which closes the connection
-        self.eio.sockets.pop(eio_sid, None)  # gone now, not at the next sweep of closed sessions
+        await force_close(socket)  # a client that floods may not read either
+        forget_session(self, eio_sid)
 
 
 def refuse_bad_transport_requests(server: GuardedServer, path: str = "/socket.io/") -> Any:

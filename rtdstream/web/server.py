@@ -20,7 +20,7 @@ from aiohttp import web
 
 from rtdstream import metrics
 from rtdstream.backoff import Backoff
-from rtdstream.config import Settings
+from rtdstream.config import WebSettings
 from rtdstream.serve import serve_until_stopped
 from rtdstream.web import dashboard
 from rtdstream.web.api import HttpApi
@@ -34,6 +34,7 @@ from rtdstream.web.guard import GuardedServer, refuse_bad_transport_requests
 from rtdstream.web.history import StoredHistory
 from rtdstream.web.live import LiveHub
 from rtdstream.web.pulse import Pulse
+from rtdstream.web.socketio_internals import room_count, session_count
 from rtdstream.web.sockets import LiveNamespace
 from rtdstream.web.sources import SourceTable
 
@@ -50,7 +51,7 @@ PING_TIMEOUT = 20
 class WebView:
     """Everything one web process serves, wired together."""
 
-    def __init__(self, settings: Settings, repository: HistoryRepository) -> None:
+    def __init__(self, settings: WebSettings, repository: HistoryRepository) -> None:
         self.settings = settings
         self.repository = repository
         self.manager = BackpressureManager(
@@ -66,8 +67,8 @@ class WebView:
             ping_timeout=PING_TIMEOUT,
             transports=["polling", "websocket"],
         )
-        metrics.WEB_SESSIONS.set_function(lambda: len(self.sio.eio.sockets))
-        metrics.WEB_ROOMS.set_function(lambda: sum(len(rooms) for rooms in self.manager.rooms.values()))
+        metrics.WEB_SESSIONS.set_function(lambda: session_count(self.sio))
+        metrics.WEB_ROOMS.set_function(lambda: room_count(self.manager))
         self.sources = SourceTable(history=settings.live_history, live_interval=1.0 / settings.live_max_rate)
         self.fleet = FleetSummary()
         self.hub = LiveHub(
@@ -88,7 +89,7 @@ class WebView:
             checks=self.api.dependency_checks,
             stored_total=self.history.max_reading_id,
             feed_ready=self.feed.ready.is_set,
-            clients=lambda: len(self.sio.eio.sockets),
+            clients=lambda: session_count(self.sio),
         )
         self.sio.register_namespace(
             LiveNamespace(

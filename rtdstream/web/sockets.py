@@ -27,6 +27,7 @@ from rtdstream.web.backpressure import NAMESPACE, BackpressureManager
 from rtdstream.web.history import StoredHistory
 from rtdstream.web.live import NEWDATA_ROOM, source_room
 from rtdstream.web.pulse import OVERVIEW_ROOM
+from rtdstream.web.socketio_internals import request_of
 from rtdstream.web.sources import SourceTable
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class LiveNamespace(socketio.AsyncNamespace):
     def _track_direct_websocket(self, sid: str, environ: dict[str, Any]) -> None:
         # A client that opened a websocket without polling first connects on
         # that very request; upgraded clients are tracked by the middleware.
-        request = environ.get("aiohttp.request")
+        request = request_of(environ)
         if request is not None and request.query.get("transport") == "websocket":
             eio_sid = self._manager.eio_sid_from_sid(sid, NAMESPACE)
             if eio_sid is not None:
