@@ -186,6 +186,18 @@ async def test_refused_rows_go_to_dlq_with_the_database_reason(engine: AsyncEngi
     assert metrics.READINGS_REJECTED.labels("sink", "db_rejected")._value.get() - before == 2
 
 
+async def test_an_out_of_range_time_alone_in_a_batch_is_refused_not_clamped(engine: AsyncEngine) -> None:
+    """One bad row among good ones goes through the many-row statement (JSON_TABLE on MariaDB), not row by row."""
+    dead = DeadLetters()
+    writer = SinkWriter(engine, send_dead_letters=dead, legacy=True)
+    await writer.write_until_done(batch_of([encode_batch(ReadingBatch("s1", [T0, 2**63, T0 + 2], [1, 2, 3]))]))
+
+    assert await query(engine, "SELECT time FROM readings ORDER BY time") == [(T0,), (T0 + 2,)]
+    assert [(r["reason"], r["raw"]) for r in dead.records] == [
+        ("db_rejected", '{"source":"s1","time":9223372036854775808,"speed":2}'),
+    ]
+
+
 async def test_window_messages_of_another_shape_are_dead_lettered(engine: AsyncEngine) -> None:
     dead = DeadLetters()
     writer = SinkWriter(engine, send_dead_letters=dead)
@@ -258,7 +270,7 @@ def test_mysql_upserts_stay_one_multi_row_insert_on_every_server(server: tuple[i
     # Servers with JSON_TABLE (MariaDB 10.6+, MySQL 8.0.4+) take the rows of readings and Data as one JSON array.
     assert statements.readings.bulk_sql == (
         "INSERT INTO readings (source, time, speed) SELECT j.source, j.time, j.speed FROM JSON_TABLE(%s, '$[*]' "
-        "COLUMNS (source VARCHAR(1024) PATH '$[0]', time BIGINT PATH '$[1]', speed DOUBLE PATH '$[2]')) AS j "
+        "COLUMNS (source VARCHAR(1024) PATH '$[0]', time DECIMAL(65,0) PATH '$[1]', speed DOUBLE PATH '$[2]')) AS j "
         "ON DUPLICATE KEY UPDATE speed = j.speed"
     )
     assert statements.legacy.bulk_sql is not None and statements.windows.bulk_sql is None

@@ -152,9 +152,10 @@ def _json_table_insert(
 ) -> str:
     """``INSERT ... SELECT`` of ``columns`` from ``JSON_TABLE`` over one parameter, a JSON array of rows.
 
-    The JSON_TABLE columns take each value whole (strings up to 1024 characters, numbers and
-    times as the table's types), so a value the table refuses reaches the table and is
-    refused there, as in a plain INSERT.
+    The JSON_TABLE columns take each value whole (strings up to 1024 characters, integers as
+    65 digits, other numbers and times as the table's types), so a value the table refuses
+    reaches the table and is refused there, as in a plain INSERT. (Typed as the table's BIGINT,
+    JSON_TABLE itself would clamp 2**63 to the largest BIGINT, and the row would be stored.)
     """
     quote = dialect.identifier_preparer.quote
     names = [quote(name) for name in columns]
@@ -175,6 +176,8 @@ def _json_table_insert(
 def _json_table_type(column_type: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> str:
     if isinstance(column_type, sa.String):
         return "VARCHAR(1024)"
+    if isinstance(column_type, sa.Integer):
+        return "DECIMAL(65,0)"
     return column_type.compile(dialect=dialect)
 
 
