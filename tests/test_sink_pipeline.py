@@ -16,6 +16,7 @@ from rtdstream.models import ReadingBatch, encode_batch
 from rtdstream.sink.database import create_engine
 from tests.support.kafka import json_values, produce, read_topic
 from tests.support.mariadb import MariaDB
+from tests.support.pipeline import sink_caught_up
 from tests.support.processes import ProcessGroup, start_worker, until
 from tests.support.tcp_proxy import TcpProxy
 
@@ -102,7 +103,8 @@ async def test_exactly_once_across_kill_9(
         web_port = free_port()
         await start_worker(processes, env, web_port=web_port)
         await until(lambda: _at_least(tables, READINGS), timeout=90, what=f"{READINGS} readings")
-        await asyncio.sleep(3)  # let any duplicate show up
+        # The group committed all of rtd.validated: nothing is left to write, so no duplicate can come later.
+        await until(lambda: sink_caught_up(env), timeout=60, what="the worker committing all of rtd.validated")
 
         assert await tables.readings() == READINGS  # (source, time) is unique: no reading twice, none lost
         # The key-less legacy table is where a duplicate would show.
@@ -158,7 +160,7 @@ async def test_outage_mid_stream_loses_nothing_and_a_refused_row_goes_to_the_dlq
                 broker.bootstrap_servers, topics.DLQ,
                 until=lambda records: any(r["reason"] == "db_rejected" for r in json_values(records)),
             )
-            await asyncio.sleep(2)
+            await until(lambda: sink_caught_up(env), timeout=60, what="the worker committing all of rtd.validated")
 
             assert worker.is_running()
             assert during < READINGS
