@@ -36,6 +36,7 @@ from tests.support.web import (
     produce_readings,
     saw_source,
     start_web,
+    until_web_knows,
     window_record,
 )
 
@@ -49,8 +50,8 @@ async def test_subscribe_acks_last_value_history_and_routes_events_by_source(
         broker.bootstrap_servers,
         [ReadingBatch("s1", [t0, t0 + 1], [10, 11]), ReadingBatch("s2", [t0], [20])],
     )
+    await until_web_knows(url, ["s1", "s2"])
     client = RecordingClient()
-    await asyncio.sleep(1.0)  # the web view has read them
     await client.connect(url)
     await client.wait_for(lambda: bool(client.of("sources")))
     assert client.of("sources")[0] == [
@@ -139,7 +140,7 @@ async def test_window_and_partial_events_reach_only_subscribers(
     _, url = start_web(processes, rtd_env)
     t0 = now_ms()
     await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0], [5]), ReadingBatch("s2", [t0], [6])])
-    await asyncio.sleep(1.0)
+    await until_web_knows(url, ["s1", "s2"])
     subscriber, other = RecordingClient(), RecordingClient()
     await subscriber.connect(url)
     await other.connect(url)
@@ -256,7 +257,7 @@ async def test_a_fast_source_is_coalesced_live_but_batches_carry_every_reading(
     _, url = start_web(processes, {**rtd_env, "RTD_LIVE_MAX_RATE": "5"})
     t0 = now_ms()
     await produce_readings(broker.bootstrap_servers, [ReadingBatch("fast", [t0], [0])])
-    await asyncio.sleep(1.0)
+    await until_web_knows(url, ["fast"])
     client = RecordingClient()
     await client.connect(url)
     assert (await client.sio.call("subscribe", "fast"))["ok"]

@@ -72,6 +72,19 @@ def saw_source(client: RecordingClient, source: str) -> bool:
     return any(source in {r["source"] for r in event} for event in client.of("sources"))
 
 
+async def until_web_knows(url: str, sources: Iterable[str], timeout: float = 15.0) -> None:
+    """Wait until the web view at ``url`` has read a reading of each of ``sources``.
+
+    A probe client sees them in its ``sources`` events: the positive end of "the web view has
+    read them", where a sleep could be too short on a busy machine (and is always too long).
+    """
+    probe = await RecordingClient().connect(url)
+    try:
+        await probe.wait_for(lambda: all(saw_source(probe, source) for source in sources), timeout)
+    finally:
+        await probe.disconnect()
+
+
 async def produce_json(bootstrap: str, topic: str, records: Iterable[dict[str, Any]]) -> None:
     await produce_keyed(bootstrap, topic, ((None, orjson.dumps(record)) for record in records))
 
