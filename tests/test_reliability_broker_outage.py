@@ -31,10 +31,11 @@ PAUSED = r"bridge paused for (\d+)s: the broker acknowledges nothing.*readings_r
 BUFFERED_BOUND = 5000
 LAST_REPORT_S = 50
 #: RSS the bridge and the worker may add while the broker is away. Over the cut the bridge grew
-#: 2.7 MB as it is, and 28.9 MB with its in-flight bound removed (max_in_flight=10**6: all 12,000
-#: readings of the cut held, about 2.4 KB each as envelopes, tasks and aiokafka batches): 15 MB
-#: sits 2x from both. The worker fetches nothing while the broker is away, so it has nothing to
-#: buffer (it grew 0.2 MB): its bound is a leak guard (per reconnect attempt, say).
+#: 2.7 and 5.9 MB in two runs as it is, and 28.9 MB with its in-flight bound removed
+#: (max_in_flight=10**6: all 12,000 readings of the cut held, about 2.4 KB each as envelopes,
+#: tasks and aiokafka batches): 15 MB sits about 2x from both. The worker fetches nothing while
+#: the broker is away, so it has nothing to buffer (it grew 0.2-0.5 MB): its bound is a leak
+#: guard (per reconnect attempt, say).
 MEMORY_BOUND_MB = {"bridge": 15, "worker": 60}
 
 
