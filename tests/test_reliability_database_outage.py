@@ -25,7 +25,7 @@ from tests.support.pipeline import (
     stored_windows_match_readings,
     wait_for_rows,
 )
-from tests.support.processes import ProcessGroup
+from tests.support.processes import Proc, ProcessGroup
 from tests.support.tcp_proxy import TcpProxy
 
 OUTAGE = 30.0
@@ -39,17 +39,25 @@ RATE = 2000
 MEMORY_BOUND_MB = 2.0
 
 
+async def streaming(
+    processes: ProcessGroup, env: dict[str, str], mariadb: MariaDB, database: str
+) -> tuple[Pipeline, Proc, Proc]:
+    """The pipeline at RATE over 8 sources, once 5 s of it is stored: (pipeline, worker, bridge)."""
+    pipeline = Pipeline(processes, env, rate=RATE, sources=8)
+    worker = await pipeline.start_worker()
+    await pipeline.start_sim()
+    bridge = pipeline.start_bridge()
+    await wait_for_rows(mariadb, database, 5 * RATE)
+    return pipeline, worker, bridge
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_mariadb_stopped_for_30s_at_2000_per_second_loses_and_duplicates_nothing(
     rtd_env: dict[str, str], processes: ProcessGroup, mysql_url: str, mariadb: MariaDB
 ) -> None:
     database = mysql_url.rsplit("/", 1)[1]
-    pipeline = Pipeline(processes, {**rtd_env, "RTD_DATABASE_URL": mysql_url}, rate=RATE, sources=8)
-    worker = await pipeline.start_worker()
-    await pipeline.start_sim()
-    bridge = pipeline.start_bridge()
-    await wait_for_rows(mariadb, database, 5 * RATE)
+    pipeline, worker, bridge = await streaming(processes, {**rtd_env, "RTD_DATABASE_URL": mysql_url}, mariadb, database)
 
     try:
         with MemoryWatch({"worker": worker}) as watch:
@@ -98,11 +106,7 @@ async def test_database_cut_for_60s_at_2000_per_second_leaves_windows_exact_and_
     with TcpProxy(mariadb.host, mariadb.port) as proxy:
         proxied = mysql_url.replace(f":{mariadb.port}/", f":{proxy.port}/")
         env = {**rtd_env, "RTD_DATABASE_URL": proxied, "RTD_IDLE_TIMEOUT": f"{IDLE_TIMEOUT:g}s"}
-        pipeline = Pipeline(processes, env, rate=RATE, sources=8)
-        worker = await pipeline.start_worker()
-        await pipeline.start_sim()
-        bridge = pipeline.start_bridge()
-        await wait_for_rows(mariadb, database, 5 * RATE)
+        pipeline, worker, bridge = await streaming(processes, env, mariadb, database)
 
         with MemoryWatch({"worker": worker}) as watch:
             proxy.cut()
