@@ -50,7 +50,7 @@ async def test_on_apache_kafka_a_killed_worker_loses_and_duplicates_nothing(
     emitted = await pipeline.end_stream()
     assert emitted > 2000
 
-    await stored_exactly_once(mariadb, database, emitted, pipeline.env)
+    await stored_exactly_once(mariadb, database, emitted, pipeline.env, workers=pipeline.workers)
     await client.sio.disconnect()
     assert processes.terminate(worker, timeout=60) == 0
 
@@ -79,7 +79,7 @@ async def test_on_three_brokers_killing_a_partition_leader_loses_and_duplicates_
         assert emitted > 1000  # the bridge pauses while the partitions elect new leaders
 
         # The two brokers left (2 in sync are enough) took every reading: MySQL has each exactly once ...
-        readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env, timeout=180)
+        readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env, timeout=180, workers=pipeline.workers)
         # ... and the final windows are those of an offline group-by of the stored readings.
         survivor = ",".join(
             f"127.0.0.1:{kafka.port + node - 1}" for node in (1, 2, 3) if node != leader
@@ -110,6 +110,6 @@ async def test_on_apache_kafka_three_workers_lose_one_and_gain_one_mid_stream_an
     emitted = await pipeline.end_stream(after=10.0)
     assert emitted > 3000
 
-    readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env, timeout=180)
+    readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env, timeout=180, workers=pipeline.workers)
     expected, _ = offline([sorted(readings, key=lambda r: r[1])], GRACE_MS, window_specs(settings_of(env)))
     await assert_windows_exact(apache_kafka.bootstrap_servers, expected, readings=emitted)

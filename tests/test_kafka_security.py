@@ -99,7 +99,7 @@ async def test_the_pipeline_runs_over_sasl_ssl_and_stores_every_reading_once(
     await pipeline.start_sim()
     pipeline.start_bridge()
     emitted = await pipeline.end_stream(after=5.0)
-    await stored_exactly_once(mariadb, mysql_url.rsplit("/", 1)[1], emitted, pipeline.env)
+    await stored_exactly_once(mariadb, mysql_url.rsplit("/", 1)[1], emitted, pipeline.env, workers=pipeline.workers)
     status = processes.start("status", ["status"], env)
     assert await asyncio.to_thread(status.popen.wait, 60) == 0, status.log_text()
 

@@ -61,7 +61,7 @@ async def test_kill_9_of_worker_bridge_and_web_loses_and_duplicates_nothing(
     emitted = await pipeline.end_stream()
     assert emitted > 5000
 
-    readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env)
+    readings = await stored_exactly_once(mariadb, database, emitted, pipeline.env, workers=pipeline.workers)
     assert client.connects == 1 + VICTIMS.count("web")
 
     settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])

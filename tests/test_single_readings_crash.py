@@ -52,15 +52,17 @@ async def test_one_reading_messages_are_stored_once_through_two_kills(
     await create_topics(broker, env)
     await produce_at(broker.bootstrap_servers, topics.READINGS, map(encode, readings))
 
+    workers = []
     for share in (0.2, 0.5):
-        worker, _ = await start_worker(processes, env)
+        worker, url = await start_worker(processes, env)
+        workers.append((worker, url))
         await until(lambda share=share: len(stored_readings(mariadb, database)) >= READINGS * share,
                     timeout=120, what=f"{share:.0%} of the readings stored")
         processes.kill(worker)
         assert len(stored_readings(mariadb, database)) < READINGS, "each kill must land mid-stream"
 
-    await start_worker(processes, {**env, "RTD_IDLE_TIMEOUT": "3s"})
-    stored = await stored_exactly_once(mariadb, database, READINGS, env, timeout=180)
+    workers.append(await start_worker(processes, {**env, "RTD_IDLE_TIMEOUT": "3s"}))
+    stored = await stored_exactly_once(mariadb, database, READINGS, env, timeout=180, workers=workers)
     assert sorted(stored) == sorted((s, t, float(v)) for s, t, v in readings)
 
     settings = load_settings(broker=broker.url, partitions=int(env["RTD_PARTITIONS"]), grace=env["RTD_GRACE"])

@@ -16,6 +16,7 @@ from rtdstream.models import ReadingBatch, encode_batch
 from rtdstream.sink.database import create_engine
 from tests.support.kafka import json_values, produce, read_topic
 from tests.support.mariadb import MariaDB
+from tests.support.pipeline import sink_caught_up, sink_counters_add_up
 from tests.support.processes import ProcessGroup, start_worker, until
 from tests.support.tcp_proxy import TcpProxy
 
@@ -87,7 +88,8 @@ async def test_exactly_once_across_kill_9(
            "RTD_IDLE_TIMEOUT": "2s"}
     tables = Tables(database_url)
     try:
-        worker, _ = await start_worker(processes, env)
+        worker, url = await start_worker(processes, env)
+        workers = [(worker, url)]
         # Straight to rtd.validated: what is under test is the sink (and the window stage after
         # it); the validation agent re-sending its batches after the kill is covered in
         # test_sink_writer.py.
@@ -100,13 +102,15 @@ async def test_exactly_once_across_kill_9(
         await streaming
 
         web_port = free_port()
-        await start_worker(processes, env, web_port=web_port)
+        workers.append(await start_worker(processes, env, web_port=web_port))
         await until(lambda: _at_least(tables, READINGS), timeout=90, what=f"{READINGS} readings")
-        await asyncio.sleep(3)  # let any duplicate show up
+        # The group committed all of rtd.validated: nothing is left to write, so no duplicate can come later.
+        await until(lambda: sink_caught_up(env), timeout=60, what="the worker committing all of rtd.validated")
 
         assert await tables.readings() == READINGS  # (source, time) is unique: no reading twice, none lost
         # The key-less legacy table is where a duplicate would show.
         assert await tables.count("SELECT COUNT(*), COUNT(DISTINCT time) FROM Data") == (READINGS, READINGS)
+        await sink_counters_add_up(workers, READINGS)
         # The restarted worker met messages the database already held, and skipped them.
         assert (await counters(web_port))["rtd_sink_replayed_messages_total"] > 0
         # Every reading is counted exactly once in the stored final 10s windows, once they have closed.
@@ -138,7 +142,7 @@ async def test_outage_mid_stream_loses_nothing_and_a_refused_row_goes_to_the_dlq
         url = mysql_url.replace(f":{mariadb.port}/", f":{proxy.port}/")
         env = {**rtd_env, "RTD_DATABASE_URL": url, "RTD_LEGACY_TABLE": "true", "RTD_SINK_BATCH": "10"}
         try:
-            worker, _ = await start_worker(processes, env)
+            worker, url = await start_worker(processes, env)
             streaming = asyncio.create_task(stream_readings(broker.bootstrap_servers, base=an_hour_ago()))
             await until(lambda: _at_least(tables, READINGS // 5), timeout=60, what="the first rows")
             proxy.cut()
@@ -158,13 +162,14 @@ async def test_outage_mid_stream_loses_nothing_and_a_refused_row_goes_to_the_dlq
                 broker.bootstrap_servers, topics.DLQ,
                 until=lambda records: any(r["reason"] == "db_rejected" for r in json_values(records)),
             )
-            await asyncio.sleep(2)
+            await until(lambda: sink_caught_up(env), timeout=60, what="the worker committing all of rtd.validated")
 
             assert worker.is_running()
             assert during < READINGS
             assert mariadb.query(database, "SELECT COUNT(*), COUNT(DISTINCT source, time) FROM readings") \
                 == [(READINGS + 1, READINGS + 1)]
             assert mariadb.query(database, "SELECT COUNT(*) FROM Data") == [(READINGS + 1,)]
+            await sink_counters_add_up([(worker, url)], READINGS + 1)  # the refused row is not counted
             refused = [r for r in json_values(dead) if r["reason"] == "db_rejected"]
             assert len(refused) == 1
             assert refused[0]["stage"] == "sink" and refused[0]["source"] == "odd"

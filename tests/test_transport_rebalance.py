@@ -11,17 +11,14 @@ second 147.
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.broker import EmbeddedBroker
 from tests.support.kafka import produce_at
-from tests.support.processes import Proc, ProcessGroup, until
+from tests.support.processes import Proc, ProcessGroup, start_worker, until
 from tests.support.rebalance_worker import CHANGELOG, PARTITIONS, TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,24 +41,20 @@ async def backlog(broker: EmbeddedBroker) -> None:
     )
 
 
-def start_worker(processes: ProcessGroup, env: dict[str, str], out: Path, *, seek_delay: float = 0.0) -> Proc:
-    args = [
-        sys.executable,
-        "-m",
-        "tests.support.rebalance_worker",
-        "worker",
-        "-l",
-        "info",
-        "--web-port",
-        str(free_port()),
-    ]
+async def start_rebalance_worker(
+    processes: ProcessGroup, env: dict[str, str], out: Path, *, seek_delay: float = 0.0
+) -> Proc:
+    """The test app of :mod:`tests.support.rebalance_worker`, writing what it processes to ``out``."""
     worker_env = {
         **env,
         "PYTHONPATH": str(ROOT),
         "REBALANCE_OUT": str(out),
         "REBALANCE_SEEK_DELAY": str(seek_delay),
     }
-    return processes.start(out.stem, args, worker_env, module=False)
+    worker, _ = await start_worker(
+        processes, worker_env, name=out.stem, ready=False, app="tests.support.rebalance_worker"
+    )
+    return worker
 
 
 def processed(*outs: Path) -> Counter[tuple[int, int]]:
@@ -76,11 +69,15 @@ def processed(*outs: Path) -> Counter[tuple[int, int]]:
 
 
 async def until_every_message(*outs: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while missing := sorted(EVERY_MESSAGE - processed(*outs).keys()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(missing)} messages never processed: {missing[:3]} ... {missing[-3:]}")
-        await asyncio.sleep(0.2)
+    """Wait until the workers writing ``outs`` processed every message of the backlog."""
+    def missing() -> list[tuple[int, int]]:
+        return sorted(EVERY_MESSAGE - processed(*outs).keys())
+
+    try:
+        await until(lambda: not missing(), timeout=timeout, what="every message processed")
+    except AssertionError as timed_out:
+        left = missing()
+        raise AssertionError(f"{len(left)} messages never processed: {left[:3]} ... {left[-3:]}") from timed_out
 
 
 async def test_a_worker_starting_on_a_backlog_processes_every_message(
@@ -91,7 +88,7 @@ async def test_a_worker_starting_on_a_backlog_processes_every_message(
     # used to hand out (and then drop) the backlog in that time.
     await backlog(broker)
     out = tmp_path / "worker.txt"
-    worker = start_worker(processes, rtd_env, out, seek_delay=1.5)
+    worker = await start_rebalance_worker(processes, rtd_env, out, seek_delay=1.5)
     await worker.await_log(RECOVERED, timeout=90)
 
     await until_every_message(out, timeout=60)
@@ -103,14 +100,14 @@ async def test_a_rebalance_before_the_first_commit_loses_nothing(
 ) -> None:
     await backlog(broker)
     first_out, second_out = tmp_path / "first.txt", tmp_path / "second.txt"
-    first = start_worker(processes, rtd_env, first_out)
+    first = await start_rebalance_worker(processes, rtd_env, first_out)
     await first.await_log(RECOVERED, timeout=90)
     await until(lambda: _at_least(first_out, 20), timeout=30, what="the first worker's first messages")
     assert sum(processed(first_out).values()) < len(EVERY_MESSAGE) // 2  # the rest of its fetch is queued
 
     # A second member: the group rebalances, the first worker's queues are
     # cleared, and it keeps some of its partitions, none of them committed.
-    second = start_worker(processes, rtd_env, second_out)
+    second = await start_rebalance_worker(processes, rtd_env, second_out)
     await second.await_log(RECOVERED, timeout=90)
     await first.await_log(RECOVERED, timeout=30, count=2)
 

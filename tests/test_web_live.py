@@ -25,15 +25,18 @@ from rtdstream.sink import schema
 from rtdstream.sink.database import create_engine
 from rtdstream.sink.migrate import upgrade
 from tests.support.apache_kafka import ApacheKafka
+from tests.support.kafka import produce_at
 from tests.support.processes import ProcessGroup
 from tests.support.web import (
     RecordingClient,
     metric_samples,
     now_ms,
-    produce_json,
+    partition_mate,
     produce_keyed,
     produce_readings,
+    saw_source,
     start_web,
+    until_web_knows,
     window_record,
 )
 
@@ -47,8 +50,8 @@ async def test_subscribe_acks_last_value_history_and_routes_events_by_source(
         broker.bootstrap_servers,
         [ReadingBatch("s1", [t0, t0 + 1], [10, 11]), ReadingBatch("s2", [t0], [20])],
     )
+    await until_web_knows(url, ["s1", "s2"])
     client = RecordingClient()
-    await asyncio.sleep(1.0)  # the web view has read them
     await client.connect(url)
     await client.wait_for(lambda: bool(client.of("sources")))
     assert client.of("sources")[0] == [
@@ -72,11 +75,16 @@ async def test_subscribe_acks_last_value_history_and_routes_events_by_source(
     assert await client.sio.call("unsubscribe", {"source": "s2"}) == {"ok": True, "source": "s2"}
 
     t1 = now_ms()
+    # After s2's reading, a new source on its partition: once the client saw that source, anything
+    # the web view sent it for s2's reading has arrived too.
+    marker = partition_mate("s2", int(rtd_env["RTD_PARTITIONS"]))
     await produce_readings(
-        broker.bootstrap_servers, [ReadingBatch("s1", [t1], [12]), ReadingBatch("s2", [t1], [21])]
+        broker.bootstrap_servers,
+        [ReadingBatch("s1", [t1], [12]), ReadingBatch("s2", [t1], [21]), ReadingBatch(marker, [t1], [0])],
     )
-    await client.wait_for(lambda: bool(client.of("readings")) and bool(client.of("reading")))
-    await asyncio.sleep(0.5)  # anything for s2 would have arrived by now
+    await client.wait_for(
+        lambda: bool(client.of("readings")) and bool(client.of("reading")) and saw_source(client, marker)
+    )
     assert client.of("readings") == [{"source": "s1", "time": [t1], "speed": [12]}]
     assert client.of("reading") == [{"source": "s1", "time": t1, "speed": 12}]
     # newData goes to everyone, in the original shape, for one source: here the smallest id
@@ -111,7 +119,7 @@ async def test_new_data_carries_the_configured_source_else_the_smallest_known_id
         await produce_readings(broker.bootstrap_servers, batches)
         await produce_readings(broker.bootstrap_servers, [ReadingBatch(marker, [t0], [0])])
         for client in (legacy, configured):
-            await client.wait_for(lambda c=client: any(marker in {r["source"] for r in e} for e in c.of("sources")))
+            await client.wait_for(lambda c=client: saw_source(c, marker))
 
     # b is the smallest stored id: a restarted web view picks the same source as before
     await send_and_settle([ReadingBatch("c", [t0], [3]), ReadingBatch("b", [t0], [4])], "x1")
@@ -132,7 +140,7 @@ async def test_window_and_partial_events_reach_only_subscribers(
     _, url = start_web(processes, rtd_env)
     t0 = now_ms()
     await produce_readings(broker.bootstrap_servers, [ReadingBatch("s1", [t0], [5]), ReadingBatch("s2", [t0], [6])])
-    await asyncio.sleep(1.0)
+    await until_web_knows(url, ["s1", "s2"])
     subscriber, other = RecordingClient(), RecordingClient()
     await subscriber.connect(url)
     await other.connect(url)
@@ -141,13 +149,18 @@ async def test_window_and_partial_events_reach_only_subscribers(
 
     window = window_record("s1", "10s", 10_000, t0 - t0 % 10_000, [3, 5, 7])
     partial = {"source": "s1", "windows": [{"window": "10s", "start": window["start"] + 10_000, "count": 1}]}
-    await produce_json(broker.bootstrap_servers, topics.WINDOWS, [window])
-    await produce_json(broker.bootstrap_servers, topics.PARTIALS, [partial])
+    # Then s2's, on the same partitions: once ``other`` has those, s1's would have reached it before.
+    window_2 = {**window, "source": "s2"}
+    partial_2 = {**partial, "source": "s2"}
+    await produce_at(broker.bootstrap_servers, topics.WINDOWS, [(0, None, orjson.dumps(w)) for w in (window, window_2)])
+    await produce_at(
+        broker.bootstrap_servers, topics.PARTIALS, [(0, None, orjson.dumps(p)) for p in (partial, partial_2)]
+    )
     await subscriber.wait_for(lambda: bool(subscriber.of("window")) and bool(subscriber.of("partial")))
+    await other.wait_for(lambda: bool(other.of("window")) and bool(other.of("partial")))
     assert subscriber.of("window") == [window]
     assert subscriber.of("partial") == [partial]
-    await asyncio.sleep(0.3)
-    assert not other.of("window") and not other.of("partial")
+    assert other.of("window") == [window_2] and other.of("partial") == [partial_2]
 
     # a later subscriber gets the newest aggregate per window in its ack
     late = RecordingClient()
@@ -244,7 +257,7 @@ async def test_a_fast_source_is_coalesced_live_but_batches_carry_every_reading(
     _, url = start_web(processes, {**rtd_env, "RTD_LIVE_MAX_RATE": "5"})
     t0 = now_ms()
     await produce_readings(broker.bootstrap_servers, [ReadingBatch("fast", [t0], [0])])
-    await asyncio.sleep(1.0)
+    await until_web_knows(url, ["fast"])
     client = RecordingClient()
     await client.connect(url)
     assert (await client.sio.call("subscribe", "fast"))["ok"]

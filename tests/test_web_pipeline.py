@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import ARTIFACTS
 from tests.support.browser import headless_chromium
 from tests.support.mariadb import MariaDB
+from tests.support.processes import until
 from tests.support.web import RecordingClient, now_ms
 from tests.support.web_pipeline import WebPipeline, web_pipeline
 
@@ -137,12 +138,9 @@ async def _first_reading_time(pipeline: Pipeline, source: str) -> int:
     return int(first)
 
 
-async def _wait_for_row(pipeline: Pipeline, sql: str, *args: object) -> None:
-    for _ in range(300):
-        if pipeline.rows(sql, *args):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no row for {sql} {args} within 30 s")
+async def _wait_for_row(pipeline: WebPipeline, sql: str, *args: object) -> None:
+    """Wait until ``sql`` finds a row (the worker stored what the test looks for)."""
+    await until(lambda: bool(pipeline.rows(sql, *args)), timeout=30, what=f"a row for {sql} {args}")
 
 
 @pytest.mark.parametrize(

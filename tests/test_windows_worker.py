@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import orjson
@@ -11,7 +11,7 @@ from rtdstream import topics
 from rtdstream.broker import EmbeddedBroker
 from rtdstream.models import IdleTick, decode_validated, encode_batch, encode_tick
 from tests.support.kafka import create_topics, json_values, produce_at, read_topic
-from tests.support.processes import ProcessGroup, start_worker
+from tests.support.processes import ProcessGroup, start_worker, until
 from tests.support.windows import HOUR_AGO, SCRIPT, SCRIPT_LATE, SCRIPT_WINDOWS, T0
 
 SCRIPT_ENV = {"RTD_WINDOWS": "1s,10s", "RTD_HOPPING_WINDOW": "4s/2s", "RTD_GRACE": "2s"}
@@ -113,7 +113,7 @@ async def test_open_windows_are_readable_live_and_closed_when_the_source_stops(
         windows = report.get("sources", {}).get("s1", {}).get("windows", [])
         return any(w["window"] == "60s" and w["count"] == 120 for w in windows)
 
-    status, report = await poll_json(f"{web}/windows/open/s1/", until=all_counted)
+    status, report = await poll_json(f"{web}/windows/open/s1/", all_counted)
     assert status == 200 and all_counted(report)
     open_windows = {(w["window"], w["start"] - HOUR_AGO): w for w in report["sources"]["s1"]["windows"]}
     # Newest reading 11900, watermark 9900: 1s windows from [9000, 10000) on are open, and both 10s windows.
@@ -147,11 +147,14 @@ async def test_open_windows_are_readable_live_and_closed_when_the_source_stops(
     assert len(partials) < len(envelopes)
 
 
-async def poll_json(url: str, until, timeout: float = 30.0) -> tuple[int, dict]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        status, body = await get_json(url)
-        if until(body) or loop.time() > deadline:
-            return status, body
-        await asyncio.sleep(0.1)
+async def poll_json(url: str, until_body: Callable[[dict], bool], timeout: float = 30.0) -> tuple[int, dict]:
+    """GET ``url`` until its JSON body satisfies ``until_body``: (status, that body)."""
+    answer: tuple[int, dict] = (0, {})
+
+    async def answered() -> bool:
+        nonlocal answer
+        answer = await get_json(url)
+        return until_body(answer[1])
+
+    await until(answered, timeout=timeout, what=f"{url} to answer as expected")
+    return answer

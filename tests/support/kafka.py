@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,6 +30,20 @@ async def produce(bootstrap: str, topic: str, values: Iterable[bytes | None], ke
         await producer.stop()
 
 
+@asynccontextmanager
+async def _from_start(bootstrap: str, topic: str) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer assigned every partition of ``topic``, at their beginnings (no group, no commits)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        yield consumer, partitions
+    finally:
+        await consumer.stop()
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,
@@ -37,21 +52,14 @@ async def read_topic(
     timeout: float = 60.0,
 ) -> list[ConsumerRecord]:
     """Records of every partition from the start, until ``until(records)`` holds or time runs out."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
     records: list[ConsumerRecord] = []
-    try:
-        partitions = await _partitions(consumer, topic)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+    async with _from_start(bootstrap, topic) as (consumer, _):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not until(records) and loop.time() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             for batch in batches.values():
                 records.extend(batch)
-    finally:
-        await consumer.stop()
     return records
 
 
@@ -61,6 +69,26 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
             return partitions
         await asyncio.sleep(0.1)
     raise AssertionError(f"topic {topic} does not exist")
+
+
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0) -> list[ConsumerRecord]:
+    """Every record of ``topic`` up to the end offsets it had when called.
+
+    The end offsets are the positive marker of absence: once the consumer's position reached them
+    on every partition, a record that was in the topic was read, with no sleep to guess how long
+    "long enough" is.
+    """
+    records: list[ConsumerRecord] = []
+    async with _from_start(bootstrap, topic) as (consumer, partitions):
+        ends = await consumer.end_offsets(partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            assert loop.time() < deadline, f"{topic} not read to its end offsets {ends} within {timeout}s"
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, batch in batches.items():
+                records.extend(r for r in batch if r.offset < ends[tp])
+    return records
 
 
 def json_values(records: list[ConsumerRecord]) -> list[dict]:

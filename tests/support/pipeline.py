@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import math
 
+import aiohttp
 import psutil
 from aiokafka.errors import KafkaError
 
 from rtdstream.broker import free_port
 from rtdstream.kafka_security import client_options
 from rtdstream.lag import measure_worker_lag
+from rtdstream.tables.specs import window_specs
 from tests.support.cluster import settings_of
 from tests.support.mariadb import MariaDB
 from tests.support.processes import Proc, ProcessGroup, sim_total, start_worker, until
 from tests.support.web import FEED_READY
+from tests.support.windows import offline
 
 Reading = tuple[str, int, float]
 
@@ -29,6 +32,8 @@ class Pipeline:
         self.env = {**env, "RTD_SOURCES": f"http://127.0.0.1:{self.sim_port}/stream", "RTD_LEGACY_TABLE": "true"}
         self.sim_args = ["sim", "--port", str(self.sim_port), "--rate", str(rate), "--sources", str(sources)]
         self.sims: list[Proc] = []
+        #: Every worker started, with its web URL (for its /counters/).
+        self.workers: list[tuple[Proc, str]] = []
         self.web_port = free_port()
         self.web_url = f"http://127.0.0.1:{self.web_port}"
 
@@ -42,7 +47,8 @@ class Pipeline:
         return self.processes.start("bridge", ["bridge"], self.env)
 
     async def start_worker(self, env: dict[str, str] | None = None) -> Proc:
-        worker, _ = await start_worker(self.processes, env or self.env)
+        worker, url = await start_worker(self.processes, env or self.env)
+        self.workers.append((worker, url))
         return worker
 
     async def start_web(self) -> Proc:
@@ -71,15 +77,15 @@ def stored_readings(mariadb: MariaDB, database: str) -> list[Reading]:
 
 
 async def wait_for_rows(mariadb: MariaDB, database: str, count: int, timeout: float = 90.0) -> list[Reading]:
-    """The stored readings once there are at least ``count`` (or when ``timeout`` is over)."""
-    deadline = time.monotonic() + timeout
-    while len(rows := stored_readings(mariadb, database)) < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-    return rows
+    """The stored readings once there are at least ``count``; AssertionError if not within ``timeout``."""
+    await until(lambda: len(stored_readings(mariadb, database)) >= count, timeout=timeout,
+                what=f"{count} stored readings", interval=0.5)
+    return stored_readings(mariadb, database)
 
 
 async def stored_exactly_once(
-    mariadb: MariaDB, database: str, emitted: int, env: dict[str, str], timeout: float = 90.0
+    mariadb: MariaDB, database: str, emitted: int, env: dict[str, str], timeout: float = 90.0,
+    *, workers: list[tuple[Proc, str]],
 ) -> list[Reading]:
     """The stored readings, asserted to be the ``emitted`` ones: none missing, none stored twice.
 
@@ -96,7 +102,39 @@ async def stored_exactly_once(
     assert len({(source, t) for source, t, _ in readings}) == emitted, "a reading was stored twice"
     [(legacy_rows,)] = mariadb.query(database, "SELECT COUNT(*) FROM `Data`")
     assert legacy_rows == emitted, f"{emitted} emitted, {legacy_rows} rows in Data: a double write"
+    await sink_counters_add_up(workers, emitted)
     return readings
+
+
+#: The sink's counter of committed rows, per table, as a worker's /counters/ names it.
+ROWS_WRITTEN = 'rtd_sink_rows_written_total{{table="{}"}}'
+
+
+async def sink_counters_add_up(workers: list[tuple[Proc, str]], emitted: int) -> dict[str, float]:
+    """Assert the ``rtd_sink_rows_written_total`` counters of ``workers`` add up to ``emitted`` per table.
+
+    The counter counts every row a sink transaction wrote, upserts included, so a reading written
+    twice counts twice where the unique key of ``readings`` hides it. A process's counters die
+    with it: when every worker still runs they must sum to exactly ``emitted`` (for ``readings``
+    and ``Data`` alike); when one was killed or stopped, the survivors' sum can only be at most
+    ``emitted`` (the ``Data`` table count is then the exact check). Call it before stopping any.
+    Returns the summed counters.
+    """
+    running = [url for proc, url in workers if proc.is_running()]
+    assert running, "no worker left to scrape"
+    totals: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for url in running:
+            async with http.get(f"{url}/counters/") as response:
+                assert response.status == 200, f"{url}/counters/ answered {response.status}"
+                for name, value in (await response.json()).items():
+                    totals[name] = totals.get(name, 0.0) + value
+    counted = {table: totals.get(ROWS_WRITTEN.format(table), 0.0) for table in ("readings", "Data")}
+    if len(running) == len(workers):
+        assert counted == {"readings": emitted, "Data": emitted}, f"{emitted} emitted, sink counters {counted}"
+    else:
+        assert all(n <= emitted for n in counted.values()), f"{emitted} emitted, survivors' counters {counted}"
+    return totals
 
 
 async def sink_caught_up(env: dict[str, str]) -> bool:
@@ -107,6 +145,47 @@ async def sink_caught_up(env: dict[str, str]) -> bool:
     except (KafkaError, OSError, TimeoutError):
         return False
     return bool(lag.partitions) and lag.total == 0
+
+
+def stored_windows(mariadb: MariaDB, database: str) -> dict[tuple[str, str, int], list[float]]:
+    """``window_aggregates`` as :func:`tests.support.windows.offline` keys its expected windows."""
+    rows = mariadb.query(
+        database,
+        "SELECT source, `window`, start, count, min, max, sum, first_time, last_time, last_speed FROM window_aggregates",
+    )
+    return {(source, window, start): [float(v) for v in values] for source, window, start, *values in rows}
+
+
+async def stored_windows_match_readings(
+    mariadb: MariaDB, database: str, readings: list[Reading], env: dict[str, str], timeout: float = 90.0
+) -> int:
+    """Assert ``window_aggregates`` is an offline group-by of the stored ``readings`` per window size.
+
+    The readings go to the oracle as one message, so it counts every reading in every window of
+    it: a reading the worker left out (late, lost) or counted twice makes a window differ. Waits
+    until as many windows are stored as the oracle has (the last ones close on the idle timeout).
+    Returns how many windows were compared.
+    """
+    settings = settings_of(env)
+    expected, _ = offline([sorted(readings, key=lambda r: r[1])], int(settings.grace * 1000), window_specs(settings))
+    try:
+        await until(lambda: len(stored_windows(mariadb, database)) >= len(expected), timeout=timeout,
+                    what=f"{len(expected)} stored windows")
+    except AssertionError:
+        pass  # the comparison below says which windows are missing
+    stored = stored_windows(mariadb, database)
+    missing, extra = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+    assert not missing and not extra, (
+        f"{len(expected)} windows expected, {len(stored)} stored; {len(missing)} missing {missing[:5]} ... "
+        f"{missing[-5:]}, {len(extra)} extra {extra[:5]}"
+    )
+    differ = {
+        key: (stored[key], values) for key, values in expected.items()
+        if not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6) for a, b in zip(stored[key], values, strict=True))
+    }
+    assert differ == {}, f"{len(differ)} stored windows differ from the group-by (stored, expected): " + str(
+        list(differ.items())[:5])
+    return len(expected)
 
 
 class MemoryWatch:

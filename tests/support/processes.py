@@ -143,22 +143,28 @@ def sim_total(sim: Proc) -> int:
 
 async def start_worker(
     processes: ProcessGroup, env: dict[str, str], *, name: str = "worker", web_port: int | None = None,
-    ready: bool = True,
+    ready: bool = True, app: str = "rtdstream",
 ) -> tuple[Proc, str]:
     """A Faust worker with its web views on ``web_port`` (else a free port): (process, their base URL).
 
     With ``ready`` it returns once the worker logged Ready (its agents run); without, at once, for
-    a worker that joins a busy group and is watched by other means.
+    a worker that joins a busy group and is watched by other means. ``app`` is the module whose
+    command line runs it (``python -m <app> worker``): the rtdstream worker, or a test's own Faust app.
     """
     port = web_port or free_port()
-    worker = processes.start(name, ["worker", "-l", "info", "--web-port", str(port)], env)
+    args = [sys.executable, "-m", app, "worker", "-l", "info", "--web-port", str(port)]
+    worker = processes.start(name, args, env, module=False)
     if ready:
         await worker.await_log(r"\[\^Worker\]: Ready", timeout=90)
     return worker, f"http://127.0.0.1:{port}"
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], *, timeout: float, what: str) -> None:
-    """Poll ``condition`` (plain or async) every 0.2 s until it holds; AssertionError naming ``what`` after ``timeout``."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.2
+) -> None:
+    """Poll ``condition`` (plain or async) every ``interval`` s until it holds; AssertionError naming ``what`` after
+    ``timeout``. The one way tests wait for a condition, so every wait fails the same way and says what it waited for.
+    """
     deadline = time.monotonic() + timeout
     while True:
         held = condition()
@@ -168,4 +174,4 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], *, timeout: flo
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(interval)

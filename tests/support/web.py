@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,12 +12,13 @@ import aiohttp
 import orjson
 import socketio
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from rtdstream import topics
 from rtdstream.broker import free_port
 from rtdstream.models import ReadingBatch, encode_envelope
-from tests.support.processes import Proc, ProcessGroup
+from tests.support.processes import Proc, ProcessGroup, until
 
 FEED_READY = r"web feed reading \d+ partitions"
 
@@ -48,6 +50,39 @@ async def produce_keyed(bootstrap: str, topic: str, records: Iterable[tuple[byte
 async def produce_readings(bootstrap: str, batches: Iterable[ReadingBatch]) -> None:
     """Put envelopes on rtd.readings, as the bridge would (the web view reads its live readings there)."""
     await produce_keyed(bootstrap, topics.READINGS, ((b.source.encode(), encode_envelope(b)) for b in batches))
+
+
+def partition_mate(source: str, partitions: int, prefix: str = "zz-marker") -> str:
+    """A new source id whose readings the producer's key partitioner puts on ``source``'s partition.
+
+    A positive marker of absence: the web view reads a partition in order, so once a client saw
+    the mate (its ``sources`` event, sent to everyone), it would already have seen anything a
+    reading of ``source`` produced before it sent it. ``prefix`` sorts after the tests' ids, so
+    the mate never becomes the smallest id that ``newData`` follows.
+    """
+    every = list(range(partitions))
+    partitioner = DefaultPartitioner()
+    target = partitioner(source.encode(), every, every)
+    names = (f"{prefix}-{n}" for n in itertools.count())
+    return next(name for name in names if partitioner(name.encode(), every, every) == target)
+
+
+def saw_source(client: RecordingClient, source: str) -> bool:
+    """Whether ``client`` had a ``sources`` event naming ``source``."""
+    return any(source in {r["source"] for r in event} for event in client.of("sources"))
+
+
+async def until_web_knows(url: str, sources: Iterable[str], timeout: float = 15.0) -> None:
+    """Wait until the web view at ``url`` has read a reading of each of ``sources``.
+
+    A probe client sees them in its ``sources`` events: the positive end of "the web view has
+    read them", where a sleep could be too short on a busy machine (and is always too long).
+    """
+    probe = await RecordingClient().connect(url)
+    try:
+        await probe.wait_for(lambda: all(saw_source(probe, source) for source in sources), timeout)
+    finally:
+        await probe.disconnect()
 
 
 async def produce_json(bootstrap: str, topic: str, records: Iterable[dict[str, Any]]) -> None:
@@ -98,11 +133,11 @@ class RecordingClient:
         return self
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not condition():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out; events so far: { {k: len(v) for k, v in self.events.items()} }")
-            await asyncio.sleep(0.05)
+        """Wait until ``condition`` holds on the events received; the failure names the events so far."""
+        try:
+            await until(condition, timeout=timeout, what="the client's condition", interval=0.05)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; events so far: { {k: len(v) for k, v in self.events.items()} }") from None
 
     async def disconnect(self) -> None:
         await self.sio.disconnect()
