@@ -33,11 +33,13 @@ from typing import Any
 
 import orjson
 from faust import EventT, StreamT
+from faust.types import TP
 
 from rtdstream import metrics
 from rtdstream.app import app, dlq_topic, partials_topic, settings, validated_topic, windows_topic
 from rtdstream.delivery import OrderedDeliveries, Record, acknowledged, send_all, until_acknowledged
 from rtdstream.models import IdleTick, dead_letter, decode_validated, encode_tick
+from rtdstream.retry import is_transient
 from rtdstream.tables.specs import window_specs
 from rtdstream.tables.state import PartitionState
 from rtdstream.tables.table import WindowStateTable
@@ -187,6 +189,28 @@ def undecodable_record(raw: bytes, exc: Exception, partition: int, offset: int) 
     )
 
 
+async def unread_input(partitions: list[int]) -> dict[int, bool]:
+    """Per partition, whether rtd.validated holds messages past the last one this agent applied.
+
+    Asks the broker for the partitions' end offsets: the consumer's own idea of them stops
+    moving while fetching is paused. A broker that does not answer now leaves the answer
+    unknown (absent), and the caller treats the partition as not idle until the next check.
+    """
+    if not partitions:
+        return {}
+    try:
+        ends = await app.consumer.highwaters(*(TP(VALIDATED, partition) for partition in partitions))
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("could not read the end offsets of %s (%r); checking for idle partitions later", VALIDATED, exc)
+        return {}
+    return {
+        tp.partition: end > window_state.get(tp.partition).input_offset + 1
+        for tp, end in ends.items()
+    }
+
+
 def owned_partitions() -> set[int]:
     """The rtd.validated partitions this worker processes now."""
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == VALIDATED}
@@ -236,9 +260,17 @@ async def close_idle_partitions() -> None:
     if app.rebalancing:  # consumption is paused until recovery ends: quiet, not idle
         idle_watch.restart_clocks()
         return
-    for partition in idle_watch.due(owned_partitions()):
+    due = [p for p in idle_watch.due(owned_partitions()) if window_state.get(p).windows]
+    unread = await unread_input(due)
+    for partition in due:
         state = window_state.get(partition)
-        if not state.windows or state.max_time is None:
+        if state.max_time is None:
+            continue
+        if unread.get(partition, True):
+            # Input is waiting that this agent has not applied: the partition is held up, not idle.
+            # (The sink shares it: while the database is away, Faust stops fetching it for both.)
+            # A tick now would close windows that the waiting readings still belong to.
+            idle_watch.saw(partition)
             continue
         tick = IdleTick(partition, state.max_time)
         try:
