@@ -151,12 +151,18 @@ async def until_logged(log: list[str], entry: str) -> None:
         await asyncio.sleep(0.001)
 
 
-async def test_a_later_batch_waits_for_the_earlier_one_before_its_state_goes_out_and_its_input_is_released() -> None:
+async def two_batches_submitted(limit: int = 4) -> tuple[OrderedDeliveries, Batch, Batch, list[str]]:
+    """Two batches handed to one OrderedDeliveries, nothing acknowledged yet; and the shared log."""
     log: list[str] = []
-    deliveries = OrderedDeliveries(limit=4)
+    deliveries = OrderedDeliveries(limit)
     first, second = Batch("1", log), Batch("2", log)
     await first.submit(deliveries)
     await second.submit(deliveries)
+    return deliveries, first, second, log
+
+
+async def test_a_later_batch_waits_for_the_earlier_one_before_its_state_goes_out_and_its_input_is_released() -> None:
+    deliveries, first, second, log = await two_batches_submitted()
 
     second.results.set_result(None)  # the later batch's windows are acknowledged first
     await until_logged(log, "results 2")
@@ -192,11 +198,7 @@ async def test_at_most_limit_batches_are_in_flight() -> None:
 
 
 async def test_abandoned_batches_and_those_after_them_keep_their_input() -> None:
-    log: list[str] = []
-    deliveries = OrderedDeliveries(limit=4)
-    first, second = Batch("1", log), Batch("2", log)
-    await first.submit(deliveries)
-    await second.submit(deliveries)
+    deliveries, first, second, log = await two_batches_submitted()
     second.results.set_result(None)
     second.changelog.set_result(None)
     await until_logged(log, "results 2")
@@ -208,11 +210,7 @@ async def test_abandoned_batches_and_those_after_them_keep_their_input() -> None
 
 
 async def test_a_batch_after_one_that_failed_keeps_its_input() -> None:
-    log: list[str] = []
-    deliveries = OrderedDeliveries(limit=4)
-    first, second = Batch("1", log), Batch("2", log)
-    await first.submit(deliveries)
-    await second.submit(deliveries)
+    deliveries, first, second, log = await two_batches_submitted()
     second.results.set_result(None)
     second.changelog.set_result(None)
     first.results.set_exception(RuntimeError("a bug"))
