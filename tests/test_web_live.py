@@ -414,7 +414,7 @@ async def test_health_reports_each_dependency(
             body = await response.json()
             assert response.status == 200, body
             assert body["status"] == "ok"
-            assert body["lag"]["group"] == "rtdstream"
+            assert body["lag"]["group"] == rtd_env.get("RTD_APP_ID", "rtdstream")  # the worker group's id
             assert set(body["lag"]["topics"]) == {topics.READINGS, topics.VALIDATED, topics.WINDOWS}
         async with http.get(f"{sick_url}/healthz") as response:
             body = await response.json()
