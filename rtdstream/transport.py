@@ -72,8 +72,9 @@ class _Consumer(faust_aiokafka.Consumer):
     A record handed out before a rebalance and dropped by it is read again:
     each rebalance gives aiokafka a new assignment, whose positions start at
     the committed offsets (the beginning where there are none, with
-    ``earliest``). Nothing here depends on the broker: Apache Kafka and tansu
-    alike.
+    ``earliest``). A fetch already waiting when the rebalance began is
+    covered too (:meth:`_held_back`): Apache Kafka answers it with the new
+    assignment's records before the queues are cleared, tansu did not.
     """
 
     def _new_consumer_thread(self) -> _ConsumerThread:
