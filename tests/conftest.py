@@ -21,8 +21,10 @@ pytest_plugins = ["tests.support.sink"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-#: Which broker the ``broker`` fixture gives: ``embedded`` (default) or ``kafka`` (Apache Kafka).
-TEST_BROKER = os.environ.get("RTD_TEST_BROKER", "embedded")
+#: Which broker the ``broker`` fixture gives: ``kafka`` (Apache Kafka, default) or ``embedded``.
+#: The embedded broker stays covered either way by the tests of ``rtdstream dev`` and the Procfile,
+#: which start it themselves.
+TEST_BROKER = os.environ.get("RTD_TEST_BROKER", "kafka")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def session_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
-    """One Apache Kafka for every test of the session that runs on RTD_TEST_BROKER=kafka."""
+    """One Apache Kafka for every test of the session that runs on RTD_TEST_BROKER=kafka (the default)."""
     with ApacheKafka(tmp_path_factory.mktemp("session-kafka") / "kafka") as running:
         yield running
 
@@ -41,10 +43,10 @@ def session_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKa
 def broker(request: pytest.FixtureRequest) -> Iterator[EmbeddedBroker | ApacheKafka]:
     """A broker with no topic or group of an earlier test.
 
-    The embedded one, fresh per test (in memory, starts in milliseconds), unless
-    RTD_TEST_BROKER=kafka: then the session's Apache Kafka, with every topic of earlier tests
-    deleted first (their groups cannot be joined by mistake either: ``rtd_env`` gives each test an
-    app id of its own).
+    The session's Apache Kafka (RTD_TEST_BROKER=kafka, the default), with every topic of earlier
+    tests deleted first (their groups cannot be joined by mistake either: ``rtd_env`` gives each
+    test an app id of its own); with RTD_TEST_BROKER=embedded the embedded one, fresh per test (in
+    memory, starts in milliseconds).
     """
     if TEST_BROKER == "kafka":
         kafka = request.getfixturevalue("session_kafka")

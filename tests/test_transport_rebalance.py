@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rtdstream.broker import EmbeddedBroker
 from tests.support.kafka import produce_at
@@ -33,7 +34,16 @@ async def backlog(broker: EmbeddedBroker) -> None:
 
     No offset is committed. The state makes the worker recover its table
     (read the changelog) at start, which is when Faust starts its fetcher.
+    Both topics are created with the worker's PARTITIONS first: a topic Apache Kafka
+    creates on the first produce has the broker's num.partitions (8), and the second
+    worker then got all four partitions with messages and the first four empty ones.
     """
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1) for topic in (TOPIC, CHANGELOG)])
+    finally:
+        await admin.close()
     messages = [(p, None, f"{p}-{o}".encode()) for o in range(PER_PARTITION) for p in range(PARTITIONS)]
     await produce_at(broker.bootstrap_servers, TOPIC, messages)
     await produce_at(

@@ -37,14 +37,15 @@ class Bridge:
         """Run until cancelled; on the way out, deliver everything already read."""
         settings = self.settings
         await topics.ensure_topics(settings)
-        producer = await start_producer(settings)
+        limit = await topics.max_message_bytes(settings, topics.READINGS)
+        producer = await start_producer(settings, limit)
         self._envelopes = EnvelopeProducer(
             producer,
             topics.READINGS,
             max_batch=settings.bridge_batch,
             linger=settings.bridge_linger,
             stats=self.stats,
-            max_bytes=await envelope_limit(settings),
+            max_bytes=envelope_limit(limit),
         )
         await self._envelopes.start()
         if settings.resume:
@@ -122,15 +123,14 @@ ENVELOPE_MAX_BYTES = 512 * 1024
 FRAMING_BYTES = 512
 
 
-async def envelope_limit(settings: BridgeCommandSettings) -> int:
-    """The largest envelope to build: below rtd.readings' ``max.message.bytes`` from the start.
+def envelope_limit(limit: int | None) -> int:
+    """The largest envelope to build: below rtd.readings' ``max.message.bytes`` (``limit``) from the start.
 
     A refusal as too large costs more than the message: an idempotent producer's sequence for the
     partition is broken by it (the next send fails with OutOfOrderSequenceNumber), so the bridge
     asks the topic's limit instead of finding it out. Splitting on refusal stays for a limit lowered
     while the bridge runs.
     """
-    limit = await topics.max_message_bytes(settings, topics.READINGS)
     if limit is None:
         return ENVELOPE_MAX_BYTES
     envelope = min(ENVELOPE_MAX_BYTES, limit - FRAMING_BYTES if limit > 2 * FRAMING_BYTES else limit // 2)
@@ -139,10 +139,19 @@ async def envelope_limit(settings: BridgeCommandSettings) -> int:
     return envelope
 
 
-async def start_producer(settings: BridgeCommandSettings) -> AIOKafkaProducer:
-    """The bridge's producer (idempotent where the broker supports it, :mod:`rtdstream.producer`)."""
+async def start_producer(settings: BridgeCommandSettings, limit: int | None = None) -> AIOKafkaProducer:
+    """The bridge's producer (idempotent where the broker supports it, :mod:`rtdstream.producer`).
+
+    Apache Kafka holds the whole record batch, not each record, to the topic's
+    ``max.message.bytes`` (``limit``): envelopes for one partition that queue while a request is in
+    flight go in one batch, and a batch over the limit is refused as too large for every envelope
+    in it, however small (the bridge then split down to single readings and stopped). So batches
+    stay below the limit; one envelope alone always fits in a batch of its own.
+    """
+    options = {} if limit is None else {"max_batch_size": min(limit, 1_048_576)}
     return await start_idempotent_producer(
         settings,
+        **options,
         # No linger: aiokafka sends while no request to the node is in flight and batches
         # what arrives meanwhile, so a quiet bridge waits for nothing (README, Latency).
         linger_ms=0,
