@@ -108,7 +108,11 @@ class OrderedDeliveries:
     previous batch is fully delivered. Only then is the batch's input released, so Faust's
     committed offset never passes input whose output, or an earlier batch's, is not acknowledged.
     (Faust commits a partition up to its first unacknowledged offset, but releasing out of order
-    would still let it pass a gap while it knows no committed offset, in a new group.)
+    would still let it pass a gap while it knows no committed offset, or one of 0.)
+
+    ``submit`` returns once fewer than ``limit`` batches are in flight, so ``limit`` counts the
+    batch the caller applies next. A message withheld by :func:`until_acknowledged` on the way
+    gets a second reference; it is never released either way.
 
     A batch whose predecessor did not finish (cancelled by a stop) keeps its input unreleased:
     the next start processes both again.

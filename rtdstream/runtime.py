@@ -23,7 +23,7 @@ LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 #: RTD_LOG_FORMAT=json: these fields, renamed, plus ``time`` and every ``extra`` of the event.
 JSON_FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
 _JSON_NAMES = {"levelname": "level", "name": "logger", "process": "pid"}
-_LEVELS = {"warn": "WARNING", "critical": "CRITICAL"}
+_LEVELS = {"warn": "WARNING", "warning": "WARNING", "crit": "CRITICAL", "critical": "CRITICAL"}
 
 
 def json_formatter() -> logging.Formatter:

@@ -73,8 +73,9 @@ class _Consumer(faust_aiokafka.Consumer):
     each rebalance gives aiokafka a new assignment, whose positions start at
     the committed offsets (the beginning where there are none, with
     ``earliest``). A fetch already waiting when the rebalance began is
-    covered too (:meth:`_held_back`): Apache Kafka answers it with the new
-    assignment's records before the queues are cleared, tansu did not.
+    covered too (:meth:`_held_back`), as is one that returns while the app is
+    rebalancing: Apache Kafka answers it with the new assignment's records
+    before the queues are cleared, tansu did not.
     """
 
     def _new_consumer_thread(self) -> _ConsumerThread:
@@ -91,7 +92,9 @@ class _Consumer(faust_aiokafka.Consumer):
             timeout = min(timeout, _HELD_BACK_POLL)
         generation = self.app.consumer_generation_id
         records = await super()._getmany(active_partitions, timeout)
-        if self.app.consumer_generation_id != generation:
+        # Rebalancing now, or a rebalance came and went during the fetch: aiokafka changes the
+        # assignment before Faust sets the new generation, so the flag covers the gap between.
+        if self.app.rebalancing or self.app.consumer_generation_id != generation:
             return self._held_back(records)
         return records
 
