@@ -248,9 +248,10 @@ class ProducerSettings(KafkaSettings):
     """How rtdstream's producers (bridge, worker, bench producer) send."""
 
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "none",
+        "lz4",
         description="Compression of every message batch rtdstream's producers send (bridge, worker, bench "
-        "producer); consumers decompress whatever they get. Figures behind the default: README, Performance.",
+        "producer); consumers decompress whatever they get. lz4 stored rtd.readings in a seventh of the "
+        "bytes at no CPU cost measurable on 2 cores (README, Performance, Compression).",
     )
 
 

@@ -49,7 +49,7 @@ async def test_with_zstd_the_bridge_and_the_worker_store_compressed_batches_and_
     pipeline.start_bridge()
     emitted = await pipeline.end_stream(after=4.0)
 
-    await stored_exactly_once(mariadb, database, emitted, pipeline.env)
+    await stored_exactly_once(mariadb, database, emitted, pipeline.env, workers=pipeline.workers)
     # The bridge wrote rtd.readings, the validation stage rtd.validated, Faust's producer rtd.windows.
     for topic in (topics.READINGS, topics.VALIDATED):
         assert stored_codecs(apache_kafka.data, topic) == {"zstd"}, topic
