@@ -105,7 +105,7 @@ class BackpressureManager(socketio.AsyncManager):
                 continue
             self._behind_since.pop(eio_sid, None)
             if packets is None:
-                packets = encode_event(self.server, event, data, namespace)
+                packets = encode_event(event, data, namespace)
             await send_packets(socket, packets)
 
     def _fell_behind(self, sid: str, eio_sid: str, now: float) -> None:
