@@ -75,7 +75,8 @@ WEB_SESSIONS = Gauge("rtd_web_sessions", "Engine.IO sessions (client connections
 WEB_ROOMS = Gauge("rtd_web_rooms", "Socket.IO rooms with members (one per client, per subscribed source, newData)")
 WEB_LATENCY = Histogram(
     "rtd_web_latency_seconds",
-    "Reading time to the moment the web view hands it to its clients (live: reading/newData, batch: readings)",
+    "Reading time to the moment the web view hands it to its clients (live: each reading/newData; "
+    "batch: each readings batch, its oldest reading)",
     ["path"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )

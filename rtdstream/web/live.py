@@ -146,9 +146,8 @@ class LiveHub:
         await self.sio.emit(
             "readings", {"source": state.source, "time": times, "speed": speeds}, room=source_room(state.source)
         )
-        now_ms = time.time() * 1000
-        for reading_time in times:
-            _LATENCY_BATCH.observe((now_ms - reading_time) / 1000)
+        # Once per batch, for its oldest reading: per reading it took a sixth of the web view's CPU at 50,000/s.
+        _LATENCY_BATCH.observe(time.time() - min(times) / 1000)
 
     async def _push_reading(self, source: str, reading_time: int, speed: Speed) -> None:
         await self.sio.emit("reading", {"source": source, "time": reading_time, "speed": speed}, room=source_room(source))
