@@ -157,7 +157,8 @@ def validate_reading(obj: Any, default_source: str, now_ms: int) -> tuple[str, i
     if "speed" not in obj:
         raise _Invalid(Reason.MISSING_FIELD, "speed")
     source = obj.get("source", default_source)
-    if not isinstance(source, str) or not is_valid_source_id(source):
+    # The default is checked already (the envelope's source, or the key's).
+    if source is not default_source and not (isinstance(source, str) and is_valid_source_id(source)):
         raise _Invalid(Reason.BAD_SOURCE, f"source {source!r}")
     time = _coerce_time(obj["time"])
     if time < EARLIEST_TIME_MS:
@@ -169,6 +170,8 @@ def validate_reading(obj: Any, default_source: str, now_ms: int) -> tuple[str, i
 
 
 def _coerce_time(value: Any) -> int:
+    if type(value) is str and value.isdigit() and value.isascii() and len(value) <= 16:
+        return int(value)  # the common case first: the original simulator's "1795625575478"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _Invalid(Reason.WRONG_FIELD_TYPE, f"time is a JSON {_json_type(value)}")
     if isinstance(value, int):
@@ -186,6 +189,8 @@ def _coerce_time(value: Any) -> int:
 
 
 def _coerce_speed(value: Any) -> Speed:
+    if type(value) is str and value.isdigit() and value.isascii() and len(value) <= 15:
+        return int(value)  # the common case first: the original simulator's "16", exact in a double
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _Invalid(Reason.WRONG_FIELD_TYPE, f"speed is a JSON {_json_type(value)}")
     speed: Speed
