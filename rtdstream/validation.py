@@ -157,8 +157,8 @@ def validate_reading(obj: Any, default_source: str, now_ms: int) -> tuple[str, i
     if "speed" not in obj:
         raise _Invalid(Reason.MISSING_FIELD, "speed")
     source = obj.get("source", default_source)
-    # The default is checked already (the envelope's source, or the key's).
-    if source is not default_source and not (isinstance(source, str) and is_valid_source_id(source)):
+    # The default is checked already (the envelope's source, or the key's), and readings repeat it.
+    if source != default_source and not (isinstance(source, str) and is_valid_source_id(source)):
         raise _Invalid(Reason.BAD_SOURCE, f"source {source!r}")
     time = _coerce_time(obj["time"])
     if time < EARLIEST_TIME_MS:
