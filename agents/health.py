@@ -13,18 +13,17 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from faust import App
 from faust.web import Request, Response, View
 
 from rtdstream.agents.validate import Validation
-from rtdstream.app import app
 
 
-def worker_health() -> tuple[bool, dict[str, Any]]:
+def worker_health(app: App, validation: Validation) -> tuple[bool, dict[str, Any]]:
     """(healthy, report) of this worker process."""
     state = app.state
     owned: dict[str, list[int]] = defaultdict(list)
-    validation = Validation.running
-    for tp in sorted(app.assignor.assigned_actives() | (validation.assignment() if validation else set())):
+    for tp in sorted(app.assignor.assigned_actives() | validation.assignment()):
         owned[tp.topic].append(tp.partition)
     report = {
         "status": "ok" if state == "running" else "unavailable",
@@ -36,10 +35,13 @@ def worker_health() -> tuple[bool, dict[str, Any]]:
     return state == "running", report
 
 
-@app.page("/healthz")
-class Health(View):
-    """200 while this worker runs (even mid-rebalance), 503 while it starts, stops or has crashed."""
+def register_health_view(app: App, validation: Validation) -> None:
+    """Serve ``/healthz`` of ``app``, whose validation stage is ``validation``."""
 
-    async def get(self, request: Request) -> Response:
-        healthy, report = worker_health()
-        return self.json(report, status=200 if healthy else 503)
+    @app.page("/healthz")
+    class Health(View):
+        """200 while this worker runs (even mid-rebalance), 503 while it starts, stops or has crashed."""
+
+        async def get(self, request: Request) -> Response:
+            healthy, report = worker_health(app, validation)
+            return self.json(report, status=200 if healthy else 503)

@@ -44,14 +44,15 @@ from aiokafka.partitioner import murmur2
 from mode import Service
 
 from rtdstream import metrics
-from rtdstream.app import app, settings
 from rtdstream.backoff import Backoff
+from rtdstream.config import Settings
 from rtdstream.gather import STAGE, Gathered
 from rtdstream.kafka_security import client_options
 from rtdstream.producer import start_idempotent_producer
 from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.topics import DLQ, READINGS, VALIDATED, validation_group
 from rtdstream.validation import validate_message
+from rtdstream.worker_app import RtdApp
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +81,30 @@ class InFlight:
         return any(delivery.cancelled() or delivery.exception() is not None for delivery in self.deliveries)
 
 
-@app.service
 class Validation(Service):
     """Validates ``rtd.readings`` in bulk under a consumer group of its own."""
 
     consumer: AIOKafkaConsumer
-    #: The instance this worker runs (the app creates it), for the worker's /healthz.
-    running: Validation | None = None
+
+    def __init__(self, app: RtdApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        #: True from the consumer's start to the stop, for the worker's /healthz.
+        self.running = False
+        super().__init__(beacon=app.beacon)
 
     def __post_init__(self) -> None:
         self.in_flight: deque[InFlight] = deque()
         # Held while a batch is taken, sent and settled, and by a rebalance that settles everything.
         self.lock = asyncio.Lock()
 
+    def register(self) -> None:
+        """Start and stop with the app's worker like an agent, and log the totals every 30 s."""
+        self.app.service(self)  # an instance: Faust starts it as it would one it made of the class
+        self.app.timer(30.0)(log_counters)
+
     async def on_start(self) -> None:
+        settings = self.settings
         self.producer = await start_idempotent_producer(
             settings, linger_ms=round(settings.producer_linger * 1000)
         )
@@ -111,15 +122,15 @@ class Validation(Service):
         )
         self.consumer.subscribe([READINGS], listener=_SettleOnRevoke(self))
         await self.consumer.start()
-        Validation.running = self
+        self.running = True
 
     def assignment(self) -> set[TopicPartition]:
         """The ``rtd.readings`` partitions this worker validates now."""
-        return self.consumer.assignment()
+        return self.consumer.assignment() if self.running else set()
 
     async def on_stop(self) -> None:
         """Leave the group cleanly: settle what was sent (briefly), commit it, then let the partitions go."""
-        Validation.running = None
+        self.running = False
         try:
             async with asyncio.timeout(STOP_SECONDS):
                 async with self.lock:
@@ -133,7 +144,7 @@ class Validation(Service):
     @Service.task
     async def _validate_forever(self) -> None:
         while not self.should_stop:
-            records = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=settings.validate_batch)
+            records = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=self.settings.validate_batch)
             async with self.lock:
                 if records:
                     await self.send(records)
@@ -141,10 +152,12 @@ class Validation(Service):
 
     async def send(self, records: dict[TopicPartition, Sequence[ConsumerRecord]]) -> None:
         """Validate one input batch and send what it produces."""
-        gathered = Gathered(max_span_ms=round(settings.grace * 1000), partition_of=self.partition_of)
+        gathered = Gathered(max_span_ms=round(self.settings.grace * 1000), partition_of=self.partition_of)
         now_ms = int(time.time() * 1000)
         for tp, message in round_robin(records):
-            result = validate_message(message.value, message.key, now_ms=now_ms, max_bytes=settings.max_message_bytes)
+            result = validate_message(
+                message.value, message.key, now_ms=now_ms, max_bytes=self.settings.max_message_bytes
+            )
             gathered.add(result, tp.partition, message.offset)
         offsets = {tp: messages[-1].offset + 1 for tp, messages in records.items() if messages}
         deliveries = [await self._send(VALIDATED, key, value) for key, value in gathered.validated()]
@@ -231,7 +244,6 @@ class _SettleOnRevoke(ConsumerRebalanceListener):
         return None
 
 
-@app.timer(30.0)
 async def log_counters() -> None:
     """One line per interval with what validation accepted and rejected so far."""
     counts = metrics.snapshot("rtd_readings_")

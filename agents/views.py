@@ -2,44 +2,44 @@
 
 from __future__ import annotations
 
+from faust import App
 from faust.web import Request, Response, View
 
 from rtdstream import metrics
-from rtdstream.agents.windows import open_windows_report
-from rtdstream.app import app
+from rtdstream.agents.windows import WindowStage
 
 
-@app.page("/metrics")
-class Metrics(View):
-    """Prometheus text of this worker's counters."""
+def register_worker_views(app: App, windows: WindowStage) -> None:
+    """Serve this worker's counters and the open windows of ``windows`` on ``app``'s web port."""
 
-    async def get(self, request: Request) -> Response:
-        body, content_type = metrics.render()
-        return self.bytes(body, content_type=content_type.split(";")[0])
+    @app.page("/metrics")
+    class Metrics(View):
+        """Prometheus text of this worker's counters."""
 
+        async def get(self, request: Request) -> Response:
+            body, content_type = metrics.render()
+            return self.bytes(body, content_type=content_type.split(";")[0])
 
-@app.page("/counters/")
-class Counters(View):
-    """This worker's counters as JSON, for a quick look without Prometheus."""
+    @app.page("/counters/")
+    class Counters(View):
+        """This worker's counters as JSON, for a quick look without Prometheus."""
 
-    async def get(self, request: Request) -> Response:
-        return self.json(metrics.snapshot())
+        async def get(self, request: Request) -> Response:
+            return self.json(metrics.snapshot())
 
+    @app.page("/windows/open/")
+    class OpenWindows(View):
+        """Open windows, watermarks and late counts of the partitions this worker owns."""
 
-@app.page("/windows/open/")
-class OpenWindows(View):
-    """Open windows, watermarks and late counts of the partitions this worker owns."""
+        async def get(self, request: Request) -> Response:
+            return self.json(windows.open_windows_report())
 
-    async def get(self, request: Request) -> Response:
-        return self.json(open_windows_report())
+    @app.page("/windows/open/{source}/")
+    class OpenWindowsOfSource(View):
+        """One source's open windows and late count (404 when this worker holds none for it)."""
 
-
-@app.page("/windows/open/{source}/")
-class OpenWindowsOfSource(View):
-    """One source's open windows and late count (404 when this worker holds none for it)."""
-
-    async def get(self, request: Request, source: str) -> Response:
-        report = open_windows_report(source)
-        if not report["sources"]:
-            return self.error(404, f"no open windows or late readings of source {source!r} on this worker")
-        return self.json(report)
+        async def get(self, request: Request, source: str) -> Response:
+            report = windows.open_windows_report(source)
+            if not report["sources"]:
+                return self.error(404, f"no open windows or late readings of source {source!r} on this worker")
+            return self.json(report)

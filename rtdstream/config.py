@@ -4,7 +4,7 @@ Settings come in small classes, one per concern (Kafka, topics, database,
 windows, the worker's stages, the bridge, the web view's clients), composed
 into one class per command: ``rtdstream sim`` reads ``PORT`` and the log
 settings and nothing else, so a database URL it never uses cannot stop it.
-:class:`Settings` composes them all: the worker's settings, ``rtdstream.app.settings``.
+:class:`Settings` composes them all: the worker's settings (``RtdApp.settings``).
 
 A bad value must stop the process before it touches Kafka or the database,
 with a message that names the variable, so :func:`load` turns pydantic's
@@ -534,7 +534,7 @@ class WebSettings(TopicSettings, ConsumerSettings, DatabaseSettings, WindowSetti
 
 
 class Settings(StageSettings, BridgeCommandSettings, WebSettings):
-    """Everything: the worker's settings (``rtdstream.app.settings``), and ``rtdstream bench``'s and the tests'."""
+    """Everything: the worker's settings (``RtdApp.settings``), and ``rtdstream bench``'s and the tests'."""
 
 
 def _hopping_parts(value: str) -> tuple[float, float]:
