@@ -208,7 +208,9 @@ async def test_live_readings_come_from_rtd_readings_validated_by_the_web_view_it
         (b"s1", orjson.dumps({"time": str(t0 + 2), "speed": "16"})),  # the original's shape, one reading
     ])
     await client.wait_for(lambda: client.of("newData")[-1:] == [{"time": str(t0 + 2), "speed": "16"}])
-    assert client.of("newData") == [{"time": str(t0), "speed": "4"}, {"time": str(t0 + 2), "speed": "16"}]
+    # Only valid readings; messages that came in one fetch go out as the newest of them (README, Web view).
+    valid = [{"time": str(t0), "speed": "4"}, {"time": str(t0 + 2), "speed": "16"}]
+    assert client.of("newData") in (valid, valid[1:])
     await client.disconnect()
 
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from rtdstream import metrics, topics
@@ -35,7 +35,7 @@ from rtdstream.backoff import Backoff
 from rtdstream.config import WebSettings, is_valid_source_id
 from rtdstream.kafka_security import client_options
 from rtdstream.lag import topic_partitions
-from rtdstream.models import IdleTick, decode_validated
+from rtdstream.models import IdleTick, ReadingBatch, decode_validated
 from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.validation import Reason, validate_message
 from rtdstream.web.deadletters import DeadLetterRing
@@ -61,11 +61,9 @@ class TopicFeed:
         #: The newest dead letters, for the dashboard (bounded, see :mod:`rtdstream.web.deadletters`).
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterRing()
         self.ready = asyncio.Event()
-        live = (topics.READINGS, self._on_readings) if settings.live_input == "readings" else (
-            topics.VALIDATED, self._on_validated
-        )
+        #: The live readings' topic, whose records are taken a fetch at a time (:meth:`_on_live`).
+        self.live_topic = topics.READINGS if settings.live_input == "readings" else topics.VALIDATED
         self._handlers: dict[str, Callable[[bytes, bytes | None], Awaitable[None]]] = {
-            live[0]: live[1],
             topics.WINDOWS: self._on_window,
             topics.PARTIALS: self._on_partial,
             topics.DLQ: self._on_dead_letter,
@@ -97,42 +95,71 @@ class TopicFeed:
         )
         await consumer.start()
         try:
-            partitions = await topic_partitions(consumer, list(self._handlers))
+            partitions = await topic_partitions(consumer, [self.live_topic, *self._handlers])
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             for tp in partitions:
                 await consumer.position(tp)  # resolve now: "ready" means nothing newer is missed
             self.ready.set()
             backoff.reset()
-            log.info("web feed reading %d partitions of %s from their end", len(partitions), ", ".join(self._handlers))
+            log.info(
+                "web feed reading %d partitions of %s from their end",
+                len(partitions), ", ".join([self.live_topic, *self._handlers]),
+            )
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
                 for tp, records in batches.items():
+                    if tp.topic == self.live_topic:
+                        await self._on_live(records)
+                        continue
                     handler = self._handlers[tp.topic]
                     for record in records:
                         try:
                             await handler(record.value, record.key)
                         except UndecodableRecord as exc:
-                            metrics.WEB_FEED_UNDECODABLE.labels(tp.topic).inc()
-                            log.debug("skipped %s[%d]@%d: %s", tp.topic, tp.partition, record.offset, exc)
+                            self._skipped(tp.topic, tp.partition, record.offset, exc)
         finally:
             self.ready.clear()
             await consumer.stop()
 
-    async def _on_readings(self, value: bytes, key: bytes | None) -> None:
-        now_ms = int(time.time() * 1000)
-        result = validate_message(value, key, now_ms=now_ms, max_bytes=self.settings.max_message_bytes)
-        for batch in result.batches.values():
+    async def _on_live(self, records: list[ConsumerRecord]) -> None:
+        """Hand a fetch's readings of one partition to the hub, each source's as one batch.
+
+        Any producer may write one reading per message: handed over one at a
+        time, every reading would cost the hub's work per batch (its rooms, rate
+        limits and overview). A fetch's readings are already here, so merging
+        them delays none.
+        """
+        merged: dict[str, ReadingBatch] = {}
+        for record in records:
+            for batch in self._live_batches(record):
+                into = merged.get(batch.source)
+                if into is None:
+                    merged[batch.source] = batch
+                else:
+                    into.times.extend(batch.times)
+                    into.speeds.extend(batch.speeds)
+        for batch in merged.values():
             await self.hub.on_readings(batch)
 
-    async def _on_validated(self, value: bytes, key: bytes | None) -> None:
+    def _live_batches(self, record: ConsumerRecord) -> Iterable[ReadingBatch]:
+        if self.live_topic == topics.READINGS:
+            now_ms = int(time.time() * 1000)
+            result = validate_message(record.value, record.key, now_ms=now_ms, max_bytes=self.settings.max_message_bytes)
+            return result.batches.values()
         try:
-            item = decode_validated(value)
+            item = decode_validated(record.value)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise UndecodableRecord(str(exc)) from None
+            self._skipped(record.topic, record.partition, record.offset, UndecodableRecord(str(exc)))
+            return ()
         if isinstance(item, IdleTick) or not item.times:
-            return  # the window agent's marker: nothing for clients
-        await self.hub.on_readings(item)
+            return ()  # the window agent's marker: nothing for clients
+        return (item,)
+
+    @staticmethod
+    def _skipped(topic: str, partition: int, offset: int, exc: UndecodableRecord) -> None:
+        metrics.WEB_FEED_UNDECODABLE.labels(topic).inc()
+        log.debug("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
 
     async def _on_window(self, value: bytes, key: bytes | None) -> None:
         aggregate = _json_object(value)
