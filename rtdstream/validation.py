@@ -193,13 +193,11 @@ def _coerce_speed(value: Any) -> Speed:
         return int(value)  # the common case first: the original simulator's "16", exact in a double
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise _Invalid(Reason.WRONG_FIELD_TYPE, f"speed is a JSON {_json_type(value)}")
-    speed: Speed
-    if isinstance(value, str):
-        speed = _parse_number(value)
-    elif isinstance(value, int) and abs(value) > 2**53:
-        speed = float(value)  # beyond exact doubles: store what a DOUBLE column can hold
-    else:
-        speed = value
+    speed: Speed = _parse_number(value) if isinstance(value, str) else value
+    if isinstance(speed, int) and abs(speed) > 2**53:
+        # Beyond exact doubles: what a DOUBLE column holds. (A string of 20 digits once went on as an
+        # integer orjson cannot encode, and the validation stage failed on it at every replay.)
+        speed = float(speed)
     if isinstance(speed, float) and not math.isfinite(speed):
         raise _Invalid(Reason.NOT_FINITE, f"speed {value!r}"[:60])
     if speed < 0:

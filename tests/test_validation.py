@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtdstream.models import encode_batch
 from rtdstream.validation import DEFAULT_SOURCE, Reason, validate_message
 
 NOW = 1_795_625_575_478
@@ -32,6 +33,9 @@ GOOD = [
     ({"time": "1795625575478", "speed": "7", "source": "sensor-1"}, "sensor-1", 1795625575478, 7),
     ({"time": "1795625575478", "speed": "7", "extra": [1, 2]}, DEFAULT_SOURCE, 1795625575478, 7),
     ({"time": str(NOW + 86_400_000), "speed": "1"}, DEFAULT_SOURCE, NOW + 86_400_000, 1),
+    # beyond exact doubles, from a string as from a number: what a DOUBLE column holds
+    ({"time": "1795625575478", "speed": "9" * 25}, DEFAULT_SOURCE, 1795625575478, float("9" * 25)),
+    ({"time": "1795625575478", "speed": 2**60}, DEFAULT_SOURCE, 1795625575478, float(2**60)),
 ]
 
 
@@ -42,6 +46,7 @@ def test_good_reading_is_coerced(value: dict, source: str, time: int, speed: flo
     (batch,) = result.batches.values()
     assert (batch.source, batch.times, batch.speeds) == (source, [time], [speed])
     assert type(batch.speeds[0]) is type(speed)  # "16" stays an int, so newData shows "16"
+    encode_batch(batch)  # and the validation stage can pass it on
 
 
 BAD = [
@@ -138,3 +143,4 @@ def test_any_bytes_are_either_accepted_or_rejected_with_a_reason(raw: bytes, key
         assert len(batch.times) == len(batch.speeds) > 0
         assert all(isinstance(t, int) and t >= 946_684_800_000 for t in batch.times)
         assert all(s >= 0 for s in batch.speeds)
+        encode_batch(batch)  # whatever is accepted, rtd.validated can carry
