@@ -53,7 +53,7 @@ class UndecodableRecord(ValueError):
 
 
 class TopicFeed:
-    """Reads the output topics from their end and hands each record to the hub."""
+    """Reads the topics from their end and hands what they bring to the hub (live readings a fetch at a time)."""
 
     def __init__(self, settings: WebSettings, hub: LiveHub, dead_letters: DeadLetterRing | None = None) -> None:
         self.settings = settings
@@ -63,6 +63,7 @@ class TopicFeed:
         self.ready = asyncio.Event()
         #: The live readings' topic, whose records are taken a fetch at a time (:meth:`_on_live`).
         self.live_topic = topics.READINGS if settings.live_input == "readings" else topics.VALIDATED
+        self._live_batches = self._validate if settings.live_input == "readings" else self._decode_validated
         self._handlers: dict[str, Callable[[bytes, bytes | None], Awaitable[None]]] = {
             topics.WINDOWS: self._on_window,
             topics.PARTIALS: self._on_partial,
@@ -117,7 +118,7 @@ class TopicFeed:
                         try:
                             await handler(record.value, record.key)
                         except UndecodableRecord as exc:
-                            self._skipped(tp.topic, tp.partition, record.offset, exc)
+                            _skipped(record, str(exc))
         finally:
             self.ready.clear()
             await consumer.stop()
@@ -127,39 +128,39 @@ class TopicFeed:
 
         Any producer may write one reading per message: handed over one at a
         time, every reading would cost the hub's work per batch (its rooms, rate
-        limits and overview). A fetch's readings are already here, so merging
-        them delays none.
+        limits and overview). The fetch's newest readings are not delayed by
+        this; its first ones wait for the rest of the fetch (at most 2,000
+        messages) to be validated.
         """
         merged: dict[str, ReadingBatch] = {}
         for record in records:
             for batch in self._live_batches(record):
                 into = merged.get(batch.source)
                 if into is None:
-                    merged[batch.source] = batch
-                else:
-                    into.times.extend(batch.times)
-                    into.speeds.extend(batch.speeds)
+                    into = merged[batch.source] = ReadingBatch(batch.source)
+                into.times.extend(batch.times)
+                into.speeds.extend(batch.speeds)
         for batch in merged.values():
             await self.hub.on_readings(batch)
 
-    def _live_batches(self, record: ConsumerRecord) -> Iterable[ReadingBatch]:
-        if self.live_topic == topics.READINGS:
-            now_ms = int(time.time() * 1000)
-            result = validate_message(record.value, record.key, now_ms=now_ms, max_bytes=self.settings.max_message_bytes)
-            return result.batches.values()
+    def _validate(self, record: ConsumerRecord) -> Iterable[ReadingBatch]:
+        """The valid readings of an ``rtd.readings`` message (the worker dead-letters the rest)."""
+        now_ms = int(time.time() * 1000)
+        return validate_message(
+            record.value, record.key, now_ms=now_ms, max_bytes=self.settings.max_message_bytes
+        ).batches.values()
+
+    @staticmethod
+    def _decode_validated(record: ConsumerRecord) -> Iterable[ReadingBatch]:
+        """The readings of an ``rtd.validated`` message; none for the window agent's idle ticks."""
         try:
             item = decode_validated(record.value)
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            self._skipped(record.topic, record.partition, record.offset, UndecodableRecord(str(exc)))
+            _skipped(record, str(exc))
             return ()
         if isinstance(item, IdleTick) or not item.times:
-            return ()  # the window agent's marker: nothing for clients
+            return ()
         return (item,)
-
-    @staticmethod
-    def _skipped(topic: str, partition: int, offset: int, exc: UndecodableRecord) -> None:
-        metrics.WEB_FEED_UNDECODABLE.labels(topic).inc()
-        log.debug("skipped %s[%d]@%d: %s", topic, partition, offset, exc)
 
     async def _on_window(self, value: bytes, key: bytes | None) -> None:
         aggregate = _json_object(value)
@@ -178,6 +179,11 @@ class TopicFeed:
         reason = record.get("reason")
         metrics.WEB_FEED_REJECTED.labels(reason if reason in _REASONS else "other").inc()
         self.dead_letters.add(record, int(time.time() * 1000))
+
+
+def _skipped(record: ConsumerRecord, why: str) -> None:
+    metrics.WEB_FEED_UNDECODABLE.labels(record.topic).inc()
+    log.debug("skipped %s[%d]@%d: %s", record.topic, record.partition, record.offset, why)
 
 
 def _json_object(value: bytes | None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import socketio
 from aiohttp import web
+from engineio import json as engineio_json
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet
@@ -85,7 +86,7 @@ class _OrjsonText:
         except orjson.JSONEncodeError:  # an integer beyond 64 bits, say, from a foreign record
             return json.dumps(obj, separators=(",", ":"))
 
-    loads = staticmethod(json.loads)
+    loads = staticmethod(engineio_json.loads)
 
 
 class JsonPacket(packet.Packet):
