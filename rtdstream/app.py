@@ -9,20 +9,14 @@ its own calls those two instead of importing this module.
 
 from __future__ import annotations
 
-import sys
-
 from rtdstream.agents import register_stages
-from rtdstream.config import SettingsError, get_settings
+from rtdstream.config import Settings, settings_or_exit
 from rtdstream.worker_app import RtdApp, create_app
 
 
 def build_worker_app() -> RtdApp:
     """The app with every stage, from the environment's settings; a bad setting ends the process."""
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        print(f"rtdstream: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
+    settings = settings_or_exit(Settings)
     app = create_app(settings)
     register_stages(app, settings)
     return app

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -35,12 +34,11 @@ from rtdstream.config import (
     DevCommandSettings,
     LogSettings,
     Settings,
-    SettingsError,
     SettingsT,
     SimCommandSettings,
     StatusCommandSettings,
     WebSettings,
-    load,
+    settings_or_exit,
 )
 from rtdstream.runtime import configure_logging, run_main
 from rtdstream.sim.server import SPEED_MODELS
@@ -119,15 +117,6 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 def cli(ctx: click.Context, loglevel: str | None, as_json: bool, quiet: bool, **_faust_options: Any) -> None:
     """Real-time sensor data: simulator, bridge, Faust worker, web view and their tools."""
     ctx.obj = GlobalOptions(loglevel=loglevel, json=as_json, quiet=quiet)
-
-
-def settings_or_exit(kind: type[SettingsT]) -> SettingsT:
-    """The command's own settings; a bad one ends the process with one line naming it (exit code 2)."""
-    try:
-        return load(kind)
-    except SettingsError as exc:
-        print(f"rtdstream: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(exc.exit_code) from None
 
 
 def run_command(

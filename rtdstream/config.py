@@ -14,6 +14,7 @@ errors into one :class:`SettingsError` that the CLI prints without a traceback.
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -586,6 +587,15 @@ def load(kind: type[SettingsT], **overrides: Any) -> SettingsT:
         return kind(**values)
     except ValidationError as exc:
         raise SettingsError("invalid setting " + "; ".join(_problems(kind, exc))) from None
+
+
+def settings_or_exit(kind: type[SettingsT]) -> SettingsT:
+    """A process's own settings; a bad one ends it with one line naming the variable (exit code 2)."""
+    try:
+        return load(kind)
+    except SettingsError as exc:
+        print(f"rtdstream: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from rtdstream.agents.views import register_worker_views
 from rtdstream.agents.windows import WindowStage
-from rtdstream.cli import settings_or_exit
-from rtdstream.config import Settings
+from rtdstream.config import Settings, settings_or_exit
 from rtdstream.worker_app import RtdApp, StageTopics, create_app
 
 
