@@ -146,7 +146,9 @@ class WindowStage:
             event.message.generation_id in (None, generation) and event.message.partition in owned for event in events
         )
 
-    def apply_event(self, state: PartitionState, partition: int, offset: int, raw: bytes | None, outbox: Outbox) -> bool:
+    def apply_event(
+        self, state: PartitionState, partition: int, offset: int, raw: bytes | None, outbox: Outbox
+    ) -> bool:
         """Apply one input message, False if it was a replay.
 
         One that cannot be decoded goes to rtd.dlq instead of crashing the agent.
@@ -219,6 +221,7 @@ class WindowStage:
                      partition, self.idle_watch.timeout, tick.max_time)
 
     async def flush_partials(self) -> None:
+        """Send the open windows' values that changed since the last interval (best effort)."""
         self.partial_feed.flush()
 
     def open_windows_report(self, source: str | None = None) -> dict[str, Any]:

@@ -128,6 +128,7 @@ class StageTopics:
 
     @classmethod
     def declare(cls, app: RtdApp) -> StageTopics:
+        """Declare the four topics on ``app``: each app's agents subscribe to its own topic objects."""
         return cls(
             validated=_declare(app, topics.VALIDATED),
             dlq=_declare(app, topics.DLQ),

@@ -32,7 +32,7 @@ OUTAGE = 30.0
 RATE = 2000
 #: RSS the worker may add while the sink holds its batch and stops pulling input. An unbounded
 #: buffer holds all RATE x OUTAGE = 60,000 readings of the cut: measured with Faust's stream buffer
-#: made unbounded (stream_buffer_maxsize=10**9 in rtdstream/app.py) the worker grew 4.0 MB here
+#: made unbounded (stream_buffer_maxsize=10**9 in rtdstream/worker_app.py) the worker grew 4.0 MB here
 #: (about 65 bytes per reading; 11.0 MB over the 60 s cut below). As the worker is (fetching of a
 #: partition pauses at 512 buffered messages) it grew 0.2-0.3 MB. The bound sits between: an
 #: unbounded buffer exceeds it 2x, the bounded one has 6x headroom.
