@@ -252,6 +252,27 @@ async def test_one_multi_row_insert_per_table(mysql_url: str, mariadb: MariaDB) 
         await engine.dispose()
 
 
+async def test_a_batch_beyond_the_server_s_largest_packet_is_written_in_one_transaction(
+    mysql_url: str, mariadb: MariaDB
+) -> None:
+    """A backlog's batch can exceed max_allowed_packet as one statement; refused, it would be retried forever."""
+    engine = create_async_engine(mysql_url, pool_size=1, max_overflow=0)
+    try:
+        await upgrade(engine, legacy=False)
+        (largest,) = (await query(engine, "SELECT @@max_allowed_packet"))[0]
+        per_message = 5000
+        messages = largest // (15 * per_message) + 1
+        rows = messages * per_message
+        assert len(orjson.dumps([("s1", T0 + i, i % 50) for i in range(rows)])) > largest  # as one statement
+        batch = batch_of(envelopes("s1", messages, per_message))
+        await asyncio.wait_for(SinkWriter(engine, send_dead_letters=DeadLetters(), legacy=False).write(batch), 120)
+        assert batch.written
+        count, first, last = (await query(engine, "SELECT COUNT(*), MIN(time), MAX(time) FROM readings"))[0]
+        assert (count, first, last) == (rows, T0, T0 + rows - 1)
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("server", [(10, 11, 19), (8, 0, 19), (8, 4, 3)], ids=["mariadb", "mysql-8.0.19", "mysql-8.4"])
 def test_mysql_upserts_stay_one_multi_row_insert_on_every_server(server: tuple[int, int, int]) -> None:
     """aiomysql folds rows into one INSERT only for ``VALUES (...)`` followed by nothing but ON DUPLICATE KEY."""

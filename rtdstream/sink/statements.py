@@ -28,6 +28,13 @@ WINDOW_COLUMNS = tuple(str(column.name) for column in schema.window_aggregates.c
 WINDOW_KEY = ("source", "window", "start")
 Row = tuple[Any, ...]
 
+#: The longest JSON array of rows one statement carries. A statement beyond the server's
+#: ``max_allowed_packet`` (16 MiB by default on MariaDB, 64 MiB on MySQL 8) is refused with the
+#: connection closed, which the sink takes for an outage: it would retry the batch forever. A
+#: backlog reaches that size (200 ``rtd.validated`` messages of 100 kB), so bigger batches go
+#: as several statements in the same transaction.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Statement:
@@ -79,12 +86,14 @@ class Statement:
     async def execute(self, conn: AsyncConnection, rows: list[Row]) -> None:
         if self.bulk_sql is not None and len(rows) > 1:
             try:
-                document = orjson.dumps(rows).decode()
+                documents = _json_documents(rows)
             except orjson.JSONEncodeError:  # an integer beyond 64 bits: let the table refuse it, as it would
                 pass
             else:
-                await conn.exec_driver_sql(self.bulk_sql, (document,))
+                for document in documents:
+                    await conn.exec_driver_sql(self.bulk_sql, (document,))
                 return
+        # PyMySQL splits a long multi-row INSERT itself (Cursor.max_stmt_length).
         await conn.exec_driver_sql(self.sql, rows)
 
     def as_dict(self, row: Row) -> dict[str, Any]:
@@ -145,6 +154,20 @@ def has_json_table(dialect: sa.Dialect) -> bool:
         return False
     version = tuple(part for part in dialect.server_version_info if isinstance(part, int))
     return version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 4))
+
+
+def _json_documents(rows: list[Row]) -> list[str]:
+    """``rows`` as JSON arrays of about :data:`MAX_DOCUMENT_BYTES` at most, in order.
+
+    The rows are split evenly by count; a sink row is at most a few hundred
+    bytes, so no part strays far above the size.
+    """
+    whole = orjson.dumps(rows)
+    parts = -(-len(whole) // MAX_DOCUMENT_BYTES)
+    if parts <= 1:
+        return [whole.decode()]
+    size = -(-len(rows) // parts)
+    return [orjson.dumps(rows[start:start + size]).decode() for start in range(0, len(rows), size)]
 
 
 def _json_table_insert(
