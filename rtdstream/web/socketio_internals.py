@@ -15,7 +15,6 @@ exercise every function.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import orjson
@@ -77,14 +76,14 @@ def queued_packets(socket: AsyncSocket) -> int:
 
 
 class _OrjsonText:
-    """The ``json`` of :class:`JsonPacket`: orjson's encoding as text, the standard library's beyond it."""
+    """The ``json`` of :class:`JsonPacket`: orjson's encoding as text, python-socketio's own beyond it."""
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
         try:
             return orjson.dumps(obj).decode()
         except orjson.JSONEncodeError:  # an integer beyond 64 bits, say, from a foreign record
-            return json.dumps(obj, separators=(",", ":"))
+            return engineio_json.dumps(obj, separators=(",", ":"))
 
     loads = staticmethod(engineio_json.loads)
 
