@@ -273,6 +273,22 @@ async def test_a_batch_beyond_the_server_s_largest_packet_is_written_in_one_tran
         await engine.dispose()
 
 
+async def test_the_json_array_keeps_every_character_of_a_value(mysql_url: str) -> None:
+    """The array goes into the statement as a literal: quotes, backslashes, "%" and non-ASCII text must survive."""
+    engine = create_async_engine(mysql_url, pool_size=1, max_overflow=0)
+    sources = ["it's", 'back\\slash "quoted"', "50%s of 100%", "Zürich-北京-😀", "tab\tnew\nline"]
+    try:
+        await upgrade(engine, legacy=False)
+        async with engine.begin() as conn:
+            statements = Statements.compile(conn.dialect)
+            assert statements.readings.bulk_sql is not None  # the JSON_TABLE path is the one under test
+            await statements.readings.execute(conn, [(source, T0 + i, i + 0.5) for i, source in enumerate(sources)])
+        stored = await query(engine, "SELECT source, time, speed FROM readings ORDER BY time")
+        assert [tuple(row) for row in stored] == [(source, T0 + i, i + 0.5) for i, source in enumerate(sources)]
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.parametrize("server", [(10, 11, 19), (8, 0, 19), (8, 4, 3)], ids=["mariadb", "mysql-8.0.19", "mysql-8.4"])
 def test_mysql_upserts_stay_one_multi_row_insert_on_every_server(server: tuple[int, int, int]) -> None:
     """aiomysql folds rows into one INSERT only for ``VALUES (...)`` followed by nothing but ON DUPLICATE KEY."""

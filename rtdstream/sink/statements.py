@@ -32,7 +32,8 @@ Row = tuple[Any, ...]
 #: ``max_allowed_packet`` (16 MiB by default on MariaDB, 64 MiB on MySQL 8) is refused with the
 #: connection closed, which the sink takes for an outage: it would retry the batch forever. A
 #: backlog reaches that size (200 ``rtd.validated`` messages of 100 kB), so bigger batches go
-#: as several statements in the same transaction.
+#: as several statements in the same transaction. In hex (:class:`Statement`) an array takes
+#: twice its size in the statement: 8 MiB at most.
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
@@ -45,11 +46,17 @@ class Statement:
     value) still cost about 4 us of client CPU per ``readings`` row (plain aiomysql,
     40,000 rows). With ``bulk_sql`` (MySQL 8.0.4+, MariaDB 10.6+) several rows go
     as one JSON array, built by orjson, which the server unpacks with
-    ``JSON_TABLE``: about 1 us per row. The table's own column types and
+    ``JSON_TABLE``: with the rows' tuples, 0.3 us per row. The table's own column types and
     constraints still judge the values of ``readings``, all NOT NULL, so a refused
     row is refused as before (:func:`rtdstream.sink.database.is_row_error`). A
     value JSON_TABLE cannot convert becomes NULL; the legacy ``Data`` columns
     take NULL, but the sink writes only digit strings there.
+
+    The array goes into the statement as a hexadecimal literal, not as a
+    parameter: PyMySQL escapes a string parameter with ``str.translate``, which
+    took 47 ms for the 1.8 MB array of 40,000 rows (1.2 us per row, more than
+    all the rest of the client's work), where ``bytes.hex`` takes 1.7 ms. A hex
+    literal also means the same under every ``sql_mode`` and character set.
     """
 
     table: str
@@ -90,8 +97,10 @@ class Statement:
             except orjson.JSONEncodeError:  # an integer beyond 64 bits: let the table refuse it, as it would
                 pass
             else:
+                head, tail = self.bulk_sql.split("%s")
                 for document in documents:
-                    await conn.exec_driver_sql(self.bulk_sql, (document,))
+                    # The driver still %-formats the text with no arguments: hex and the SQL hold no "%".
+                    await conn.exec_driver_sql(f"{head}CONVERT(X'{document.hex()}' USING utf8mb4){tail}")
                 return
         # PyMySQL splits a long multi-row INSERT itself (Cursor.max_stmt_length).
         await conn.exec_driver_sql(self.sql, rows)
@@ -156,7 +165,7 @@ def has_json_table(dialect: sa.Dialect) -> bool:
     return version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 4))
 
 
-def _json_documents(rows: list[Row]) -> list[str]:
+def _json_documents(rows: list[Row]) -> list[bytes]:
     """``rows`` as JSON arrays of about :data:`MAX_DOCUMENT_BYTES` at most, in order.
 
     The rows are split evenly by count; a sink row is at most a few hundred
@@ -165,9 +174,9 @@ def _json_documents(rows: list[Row]) -> list[str]:
     whole = orjson.dumps(rows)
     parts = -(-len(whole) // MAX_DOCUMENT_BYTES)
     if parts <= 1:
-        return [whole.decode()]
+        return [whole]
     size = -(-len(rows) // parts)
-    return [orjson.dumps(rows[start:start + size]).decode() for start in range(0, len(rows), size)]
+    return [orjson.dumps(rows[start:start + size]) for start in range(0, len(rows), size)]
 
 
 def _json_table_insert(
