@@ -118,6 +118,15 @@ class EnvelopeProducer:
 
     async def add(self, source: str, raw: bytes, time: int | None = None) -> None:
         """Queue one reading (``time`` feeds the resume positions); waits when the broker is behind."""
+        if self.queue(source, raw, time):
+            await self.ship(source)
+
+    def queue(self, source: str, raw: bytes, time: int | None = None) -> bool:
+        """:meth:`add` without its wait: True when the source's envelope must ship now, by :meth:`ship`.
+
+        The bridge queues a whole chunk's readings this way and awaits only for
+        the few that fill or release an envelope.
+        """
         self._raise_if_refused()
         if self._flusher is not None and self._flusher.done():
             self._flusher.result()  # the linger task died of a bug: crash loudly rather than stop shipping
@@ -133,8 +142,7 @@ class EnvelopeProducer:
         pending.size += len(raw) + 1
         if time is not None and time > pending.max_time:
             pending.max_time = time
-        if due_now or len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes:
-            await self._ship(source)
+        return due_now or len(pending.raws) >= self._max_batch or pending.size >= self._max_bytes
 
     def _due_time(self, source: str, now: float) -> float:
         """Now if the source shipped nothing in the last ``linger``, else ``linger`` after its last envelope."""
@@ -155,7 +163,7 @@ class EnvelopeProducer:
         """Send every pending envelope and wait until the broker acknowledged all messages."""
         self._raise_if_refused()
         for source in list(self._pending):
-            await self._ship(source)
+            await self.ship(source)
         while self._in_flight:
             await asyncio.shield(self._in_flight[0])
         self._raise_if_refused()
@@ -188,9 +196,9 @@ class EnvelopeProducer:
             await asyncio.sleep(max(0.0, first - loop.time()))
             now = loop.time()
             for source in [s for s, p in self._pending.items() if p.due <= now]:
-                await self._ship(source)
+                await self.ship(source)
 
-    async def _ship(self, source: str) -> None:
+    async def ship(self, source: str) -> None:
         """Start delivering a source's pending envelope once an in-flight slot is free.
 
         The envelope leaves ``_pending`` only after the slot is ours, so a

@@ -10,8 +10,7 @@ resynchronises at the next newline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -20,16 +19,19 @@ from rtdstream.validation import Reason, json_error_reason
 _SSE_SKIPPED = (b"event:", b"id:", b"retry:")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One decoded line: ``raw`` is the JSON text exactly as received."""
+class Record(NamedTuple):
+    """One decoded line: ``raw`` is the JSON text exactly as received.
+
+    A named tuple rather than a frozen dataclass: one is built per reading, and a
+    frozen dataclass's ``__init__`` (``object.__setattr__`` per field) took 8% of
+    the bridge's in-process time per reading.
+    """
 
     raw: bytes
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class BadLine:
+class BadLine(NamedTuple):
     """A line that is not a record; it goes to ``rtd.dlq`` with ``reason``."""
 
     reason: Reason

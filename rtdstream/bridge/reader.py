@@ -21,7 +21,9 @@ from rtdstream.bridge.framing import Frame, LineFramer
 
 log = logging.getLogger(__name__)
 
-FrameHandler = Callable[[Frame], Awaitable[None]]
+#: Takes the frames of one chunk, in stream order. One call per chunk, not per frame: a coroutine per
+#: reading was a measurable share of the bridge's CPU at 50,000 readings/s.
+FramesHandler = Callable[[list[Frame]], Awaitable[None]]
 UrlProvider = Callable[[], str]
 
 
@@ -36,7 +38,7 @@ class StreamReader:
         self,
         session: aiohttp.ClientSession,
         url: str,
-        on_frame: FrameHandler,
+        on_frames: FramesHandler,
         *,
         max_line_bytes: int,
         read_timeout: float,
@@ -46,7 +48,7 @@ class StreamReader:
         self.url = url
         self._connect_url = connect_url or (lambda: url)
         self._session = session
-        self._on_frame = on_frame
+        self._on_frames = on_frames
         self._max_line_bytes = max_line_bytes
         self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=read_timeout)
         self._backoff = backoff or Backoff(initial=0.5, cap=30.0)
@@ -98,8 +100,7 @@ class StreamReader:
     async def _hand_over(self, previous: asyncio.Future[None] | None, frames: list[Frame]) -> None:
         if previous is not None:
             await previous  # a handover interrupted by a shutdown finishes first: order is kept
-        for frame in frames:
-            await self._on_frame(frame)
+        await self._on_frames(frames)
 
     async def finish_handover(self) -> None:
         """After cancelling :meth:`run`, wait until the frames it had read are handed on."""

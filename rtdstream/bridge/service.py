@@ -55,7 +55,7 @@ class Bridge:
             StreamReader(
                 session,
                 url,
-                partial(self._on_frame, source, url),
+                partial(self._on_frames, source, url),
                 max_line_bytes=settings.max_line_bytes,
                 read_timeout=settings.read_timeout,
                 connect_url=(
@@ -85,17 +85,22 @@ class Bridge:
                 await producer.stop()
                 log.info("bridge stopped: %s", self.stats.summary())
 
-    async def _on_frame(self, default_source: str, url: str, frame: Frame) -> None:
-        assert self._envelopes is not None
-        if isinstance(frame, BadLine):
-            self.stats.bad_lines += 1
-            record = dead_letter(
-                frame.reason, frame.raw, stage=STAGE, detail=frame.detail, source=default_source, url=url
-            )
-            await self._envelopes.send_raw(default_source, record, topics.DLQ)
-            return
-        self.stats.readings_read += 1
-        await self._envelopes.add(_source_of(frame.value, default_source), frame.raw, time_of(frame.value))
+    async def _on_frames(self, default_source: str, url: str, frames: list[Frame]) -> None:
+        """Queue a chunk's records in their sources' envelopes; waits only when one must ship (or the broker lags)."""
+        envelopes = self._envelopes
+        assert envelopes is not None
+        for frame in frames:
+            if isinstance(frame, BadLine):
+                self.stats.bad_lines += 1
+                record = dead_letter(
+                    frame.reason, frame.raw, stage=STAGE, detail=frame.detail, source=default_source, url=url
+                )
+                await envelopes.send_raw(default_source, record, topics.DLQ)
+                continue
+            self.stats.readings_read += 1
+            source = _source_of(frame.value, default_source)
+            if envelopes.queue(source, frame.raw, time_of(frame.value)):
+                await envelopes.ship(source)
 
     async def _log_stats(self) -> None:
         """The totals every STATS_INTERVAL; a warning every LONG_PAUSE while the broker acknowledges nothing."""
