@@ -103,7 +103,13 @@ def summarize_window(
             "start": lags[0] if lags else None, "end": lags[-1] if lags else None, "max": max(lags, default=None),
         },
         "processes": process_usage(window),
+        "steal_percent": _mean_steal(window),
     }
+
+
+def _mean_steal(window: list[Sample]) -> float | None:
+    steals = [s.steal_percent for s in window if s.steal_percent is not None]
+    return round(statistics.fmean(steals), 1) if steals else None
 
 
 def process_usage(window: list[Sample]) -> dict[str, dict[str, float]]:
@@ -159,6 +165,9 @@ def bottleneck(summary: dict[str, Any], offered: float, cpus: int, readings_per_
     total_cpu = sum(u["cpu_percent"] for u in usage.values())
     saturated = total_cpu >= 85 * cpus
     machine = f"; the machine's {cpus} cores are saturated ({total_cpu:.0f}% of {100 * cpus}%)" if saturated else ""
+    steal = summary.get("steal_percent")
+    if steal is not None and steal >= 1:
+        machine += f"; the hypervisor took {steal:.0f}% more (steal)"
     for stage, out_rate, in_rate, process in chain:
         if out_rate is not None and in_rate and out_rate < KEEP_UP * in_rate:
             return f"{stage}: {out_rate:,.0f}/s of {in_rate:,.0f}/s in ({cpu(process)}){machine}"
@@ -351,6 +360,9 @@ def _window_table(report: dict[str, Any]) -> list[str]:
         verdict = "flat" if report["memory_flat"] else "growing"
         lines.append(f"  rtdstream's processes' memory: {verdict} (peak RSS growth < {MEMORY_GROWTH_LIMIT:g}% "
                      "from the first fifth of the window to the last)")
+    steal = m.get("steal_percent")
+    if steal is not None:
+        lines.append(f"  host: the hypervisor took {steal:.0f}% of a core on average for other guests (steal)")
     lines.append(f"  lag (messages): start {m['lag']['start']}, end {m['lag']['end']}, max {m['lag']['max']}")
     lines.append(f"  bottleneck: {report['bottleneck']}")
     return lines
