@@ -94,6 +94,7 @@ def test_a_short_run_reports_every_figure_with_zero_loss(mariadb: MariaDB, tmp_p
     # the table went to the terminal, and the fresh database is gone
     assert "integrity: emitted" in result.stdout and "bottleneck:" in result.stdout
     assert "host: the hypervisor took" in result.stdout
+    assert report["machine"]["python_loop_ms"] > 0 and "machine speed: a 1M-step Python loop took" in result.stdout
     assert report["config"]["database"].startswith("rtd_bench_")
     assert bench_databases(mariadb) - before == set()
 

@@ -284,6 +284,8 @@ def render_table(report: dict[str, Any]) -> str:
     """The report as a terminal table."""
     machine = report["machine"]
     lines = [f"rtdstream bench ({report['kind']}) {report['started_at']} on {machine['cpus']} cpus, {machine['cpu_model']}"]
+    if machine.get("python_loop_ms") is not None:
+        lines.append(f"machine speed: a 1M-step Python loop took {machine['python_loop_ms']:.0f} ms, after the run")
     config = report["config"]
     lines.append(
         f"offered {config['rate']:,.0f}/s over {config['sources']} sources, {config['workers']} worker(s), "
