@@ -98,7 +98,7 @@ class StealProbe:
 
     On a shared virtual machine a busy neighbour takes CPU from every process
     of the run at once: a run with 20% steal on 2 cores ran on 1.8 of them. On
-    the CI machine kind it ranged from 0 to 12% of the CPU time between
+    the CI machine kind it ranged from 0 to 17% of the CPU time between
     otherwise equal runs, with throughput moving accordingly, so each report says how
     much there was. None where the system does not count steal.
     """
