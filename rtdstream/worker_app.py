@@ -22,6 +22,7 @@ from rtdstream.config import Settings
 from rtdstream.errors import UserError
 from rtdstream.kafka_security import faust_credentials
 from rtdstream.producer import compression_type
+from rtdstream.recovery_watchdog import RecoveryWatchdog
 from rtdstream.runtime import worker_logging_config
 from rtdstream.transport import Transport
 
@@ -78,7 +79,7 @@ class Worker(faust.Worker):
 
 def create_app(settings: Settings) -> RtdApp:
     """The Faust app, configured for the embedded broker and Apache Kafka alike (README, Components)."""
-    return RtdApp(
+    app = RtdApp(
         settings.app_id,
         settings=settings,
         broker=settings.broker_url,
@@ -115,6 +116,8 @@ def create_app(settings: Settings) -> RtdApp:
         logging_config=worker_logging_config(settings.log_format),
         Worker=Worker,
     )
+    RecoveryWatchdog(app).register()
+    return app
 
 
 @dataclass(frozen=True)

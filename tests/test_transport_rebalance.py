@@ -11,6 +11,7 @@ second 147.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from rtdstream.broker import EmbeddedBroker
+from rtdstream.retry import EXIT_BUG
 from tests.support.kafka import produce_at
 from tests.support.processes import Proc, ProcessGroup, start_worker, until
 from tests.support.rebalance_worker import CHANGELOG, PARTITIONS, TOPIC
@@ -52,14 +54,18 @@ async def backlog(broker: EmbeddedBroker) -> None:
 
 
 async def start_rebalance_worker(
-    processes: ProcessGroup, env: dict[str, str], out: Path, *, seek_delay: float = 0.0
+    processes: ProcessGroup, env: dict[str, str], out: Path, *, seek_delay: float = 0.0, **options: str
 ) -> Proc:
-    """The test app of :mod:`tests.support.rebalance_worker`, writing what it processes to ``out``."""
+    """The test app of :mod:`tests.support.rebalance_worker`, writing what it processes to ``out``.
+
+    ``options`` are its other settings, named without their ``REBALANCE_`` prefix.
+    """
     worker_env = {
         **env,
         "PYTHONPATH": str(ROOT),
         "REBALANCE_OUT": str(out),
         "REBALANCE_SEEK_DELAY": str(seek_delay),
+        **{f"REBALANCE_{name.upper()}": value for name, value in options.items()},
     }
     worker, _ = await start_worker(
         processes, worker_env, name=out.stem, ready=False, app="tests.support.rebalance_worker"
@@ -123,6 +129,38 @@ async def test_a_rebalance_before_the_first_commit_loses_nothing(
 
     await until_every_message(first_out, second_out, timeout=60)
     assert 0 < len({p for p, _ in processed(second_out)}) < PARTITIONS  # the two shared the partitions
+
+
+async def test_a_recovery_whose_changelog_records_were_lost_reads_them_again(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, tmp_path: Path
+) -> None:
+    # The consumer fetches the changelog and drops the batch, as Faust's getmany
+    # does when a rebalance stops the flow while it hands the batch out: the
+    # recovery waits for records that nothing fetches again (rtdstream.recovery_watchdog).
+    await backlog(broker)
+    out = tmp_path / "worker.txt"
+    worker = await start_rebalance_worker(processes, rtd_env, out, drop_changelog="first", stall_after="2")
+    await worker.await_log(r"recovery of \S+-changelog\[\d\] stalled at offset -1 of 0 .* reading it again", timeout=90)
+    await worker.await_log(RECOVERED, timeout=30)
+
+    await until_every_message(out, timeout=60)
+
+
+async def test_a_recovery_that_rewinding_cannot_bring_back_ends_the_worker_with_the_bug_status(
+    broker: EmbeddedBroker, rtd_env: dict[str, str], processes: ProcessGroup, tmp_path: Path
+) -> None:
+    await backlog(broker)
+    worker = await start_rebalance_worker(
+        processes, rtd_env, tmp_path / "worker.txt", drop_changelog="always", stall_after="1"
+    )
+    await until(lambda: not worker.is_running(), timeout=90, what="the worker to give up its recovery")
+
+    assert worker.popen.returncode == EXIT_BUG
+    log = worker.log_text()
+    assert re.search(r"CRITICAL\] table recovery failed", log), log[-3000:]
+    assert re.search(r"RecoveryStalled: recovery of \S+-changelog\[\d\] stayed at offset -1 of 0 through 3 rewinds",
+                     log), log[-3000:]
+    assert "Worker ready" not in log
 
 
 async def _at_least(out: Path, count: int) -> bool:

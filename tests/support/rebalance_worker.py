@@ -14,6 +14,11 @@ Run as ``python -m tests.support.rebalance_worker worker -l info --web-port N``,
 - ``REBALANCE_SEEK_DELAY``: seconds the consumer waits before each seek to the
   committed offsets. It widens the window in which Faust has resumed the stream
   partitions but not yet sought them, which the race needs.
+- ``REBALANCE_DROP_CHANGELOG``: ``first`` or ``always``: the consumer fetches the
+  changelog's records and drops them before they reach the table recovery, the
+  first time or every time, as Faust's ``getmany`` does with a batch it is
+  handing out when a rebalance stops the flow (see rtdstream.recovery_watchdog);
+- ``REBALANCE_STALL_AFTER``: the recovery watchdog's stall time, in seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from pathlib import Path
 from typing import TextIO
 
 import faust
-from faust.types import StreamT, TransportT
+from faust.transport.consumer import RecordMap
+from faust.types import TP, StreamT, TransportT
 
+from rtdstream.recovery_watchdog import RecoveryWatchdog, StallTracker
 from rtdstream.transport import Transport
 
 APP_ID = "rebalance-test"
@@ -39,9 +46,21 @@ PER_MESSAGE = 0.02
 
 
 class _SlowSeekConsumer(Transport.Consumer):  # type: ignore[name-defined,misc]
+    dropped_once = False
+
     async def perform_seek(self) -> None:
         await asyncio.sleep(float(os.environ.get("REBALANCE_SEEK_DELAY", "0")))
         await super().perform_seek()
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> RecordMap:
+        records = await super()._getmany(active_partitions, timeout)
+        drop = os.environ.get("REBALANCE_DROP_CHANGELOG")
+        if drop == "always" or (drop == "first" and not self.dropped_once):
+            changelog = {tp for tp in records if tp.topic == CHANGELOG}
+            if changelog:
+                self.dropped_once = True
+                return {tp: batch for tp, batch in records.items() if tp not in changelog}
+        return records
 
 
 class _SlowSeekTransport(Transport):
@@ -69,6 +88,8 @@ def create_app(out: TextIO) -> faust.App:
         stream_wait_empty=False,  # as rtdstream's app
     )
     app.Table(TABLE, default=int, partitions=PARTITIONS)
+    stall_after = float(os.environ.get("REBALANCE_STALL_AFTER", "15"))
+    RecoveryWatchdog(app, StallTracker(stall_after=stall_after)).register()
 
     @app.agent(app.topic(TOPIC, partitions=PARTITIONS, value_serializer="raw"))
     async def record(stream: StreamT) -> None:
