@@ -7,6 +7,11 @@ worker here (``tests/support/rebalance_worker.py``) has a table and a slow
 agent, as rtdstream's worker does, and never commits before the rebalance.
 On Faust's own consumer the first test lost 375 of the 400 messages, the
 second 147.
+
+The last two tests are about table recovery (rtdstream.recovery_watchdog): the
+worker's consumer drops the changelog records it fetched, as Faust's does with
+a batch a rebalance interrupts, and the recovery must read them again or end
+the worker.
 """
 
 from __future__ import annotations
