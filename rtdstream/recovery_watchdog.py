@@ -70,7 +70,7 @@ class StallTracker:
 
     stall_after: float = STALL_AFTER
     max_rewinds: int = MAX_REWINDS
-    _watches: dict[TP, _Watch] = field(default_factory=dict)
+    _watches: dict[TP, _Watch] = field(default_factory=dict, init=False, repr=False)
 
     def observe(self, tp: TP, offset: int, highwater: int, now: float) -> Verdict:
         """The verdict on ``tp``, recovered up to ``offset`` of ``highwater``, at ``now`` (seconds)."""
