@@ -377,8 +377,15 @@ class StageSettings(CommonSettings):
     )
     validate_batch: int = Field(
         5000, ge=1,
-        description="Most rtd.readings messages the validation stage takes as one batch (what one fetch "
-        "brings, never waiting for more); each source's readings of a batch go on as one rtd.validated message.",
+        description="Most rtd.readings messages the validation stage takes as one batch; each source's "
+        "readings of a batch go on as one rtd.validated message.",
+    )
+    validate_within: Duration = Field(
+        0.05, ge=0,
+        description="Longest the validation stage waits, after the first message of a batch, for more "
+        "(up to RTD_VALIDATE_BATCH). The stages after it pay per message, and each source's readings of a "
+        "batch leave as one; it adds up to this much to the latency to MySQL, not to the live path. "
+        "0 takes what one fetch brings.",
     )
     sink_batch: int = Field(
         200, ge=1,
