@@ -232,16 +232,19 @@ async def take_batch(
     readings of a batch leave as one message. Without the wait a batch is what
     one fetch brings, a few hundred one-reading messages at 20,000/s, spread
     over every source, so those stages got a message for every few readings and
-    fell behind on a 2-core machine (README, Performance). The wait starts at
-    a batch's first message, so an idle stage waits for nothing, and a quiet
-    input's message reaches MySQL up to ``within`` later. ``fetch`` is
+    fell behind on a 2-core machine (README, Performance).
+
+    Why not always: a fetch that brings one message says the input is quiet
+    (a busy one piles up between two fetches), and a wait would only delay
+    that message on its way to MySQL, so it is taken at once, as Nagle's
+    algorithm sends a lone small packet. ``fetch`` is
     ``getmany(timeout_ms, max_records)``, which returns as soon as anything is
     there.
     """
     batch = {tp: list(records) for tp, records in (await fetch(POLL_MS, max_records)).items() if records}
     count = sum(map(len, batch.values()))
     deadline = clock() + within
-    while 0 < count < max_records and (left := deadline - clock()) > 0:
+    while 1 < count < max_records and (left := deadline - clock()) > 0:
         for tp, records in (await fetch(math.ceil(left * 1000), max_records - count)).items():
             batch.setdefault(tp, []).extend(records)
             count += len(records)

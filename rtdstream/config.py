@@ -383,9 +383,9 @@ class StageSettings(CommonSettings):
     validate_within: Duration = Field(
         0.05, ge=0,
         description="Longest the validation stage waits, after the first message of a batch, for more "
-        "(up to RTD_VALIDATE_BATCH). The stages after it pay per message, and each source's readings of a "
-        "batch leave as one; it adds up to this much to the latency to MySQL, not to the live path. "
-        "0 takes what one fetch brings.",
+        "(up to RTD_VALIDATE_BATCH; a fetch that brings a lone message is taken at once). The stages after "
+        "it pay per message, and each source's readings of a batch leave as one; it adds up to this much to "
+        "the latency to MySQL, not to the live path. 0 takes what one fetch brings.",
     )
     sink_batch: int = Field(
         200, ge=1,

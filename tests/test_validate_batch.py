@@ -54,6 +54,12 @@ def test_waits_for_more_until_within_of_the_first_message() -> None:
     assert fetch.answers == [(0.085, {B: [8]})]
 
 
+def test_a_lone_message_is_taken_at_once() -> None:
+    fetch = ScriptedFetch([(0.0, {A: [1]}), (0.01, {A: [2]})])
+    assert take(fetch) == {A: [1]}
+    assert len(fetch.calls) == 1
+
+
 def test_a_full_batch_stops_the_wait_and_asks_only_for_what_fits() -> None:
     fetch = ScriptedFetch([(0.0, {A: [1, 2, 3]}), (0.001, {B: [4, 5]}), (0.002, {A: [6]})])
     assert take(fetch, max_records=5) == {A: [1, 2, 3], B: [4, 5]}
