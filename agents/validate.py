@@ -49,7 +49,7 @@ from rtdstream.backoff import Backoff
 from rtdstream.config import Settings
 from rtdstream.gather import STAGE, Gathered
 from rtdstream.kafka_security import client_options
-from rtdstream.producer import start_idempotent_producer
+from rtdstream.producer import start_idempotent_producer, stop_producer
 from rtdstream.retry import exit_on_bug, is_transient
 from rtdstream.topics import DLQ, READINGS, VALIDATED, validation_group
 from rtdstream.validation import validate_message
@@ -142,7 +142,7 @@ class Validation(Service):
             log.warning("validation: the broker did not acknowledge %d batch(es) in %.0fs at stop; "
                         "they are validated again after restart", len(self.in_flight), STOP_SECONDS)
         await self.consumer.stop()
-        await self.producer.stop()
+        await stop_producer(self.producer, within=STOP_SECONDS)  # what it drops is not committed
 
     @Service.task
     async def _validate_forever(self) -> None:

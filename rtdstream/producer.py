@@ -11,6 +11,7 @@ no leaders to lose, so the plain producer is used there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,30 @@ async def start_idempotent_producer(settings: ProducerSettings, **options: Any) 
     producer = AIOKafkaProducer(**options)
     await producer.start()
     return producer
+
+
+async def stop_producer(producer: AIOKafkaProducer, *, within: float) -> bool:
+    """Stop ``producer``, waiting at most ``within`` seconds for the broker to take what it holds.
+
+    ``AIOKafkaProducer.stop`` waits until every batch it holds is delivered or
+    has expired (the request timeout, two minutes), so with the broker away a
+    SIGTERM went unanswered that long. Past ``within`` the producer's sender
+    task is cancelled, aiokafka having no public way to drop its batches; its
+    ``stop`` then only closes the connections. The caller has not committed
+    the input of what is dropped, or can have it sent again. False when it
+    dropped something.
+    """
+    stopping = asyncio.ensure_future(producer.stop())
+    try:
+        async with asyncio.timeout(within):
+            await asyncio.shield(stopping)
+        return True
+    except TimeoutError:
+        sender = producer._sender  # aiokafka 0.12-0.14: its stop() ends early once this task is done
+        if sender.sender_task is not None:
+            sender.sender_task.cancel()
+        await stopping
+        return False
 
 
 @contextmanager

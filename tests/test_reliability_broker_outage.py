@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from rtdstream.bridge.service import STOP_SECONDS
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.conftest import TEST_BROKER
 from tests.support.apache_kafka import ApacheKafka, free_port_range
@@ -119,3 +120,29 @@ async def test_bridge_and_worker_ride_out_60s_without_the_broker_and_lose_nothin
     final = re.search(r"bridge stopped: readings_read=(\d+) readings_delivered=(\d+)", bridge.log_text())
     assert final and int(final.group(1)) == int(final.group(2)) == emitted
     assert processes.terminate(worker, timeout=60) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_bridge_stopped_while_the_broker_is_away_exits_within_its_bound(
+    proxied_broker: tuple[EmbeddedBroker | ApacheKafka, TcpProxy], rtd_env: dict[str, str], processes: ProcessGroup,
+) -> None:
+    """SIGTERM stops the bridge even when the broker will never acknowledge what it holds.
+
+    Unbounded, the stop waited for the broker for ever: aiokafka retries a send
+    for two minutes, and the bridge then sends it again.
+    """
+    _, proxy = proxied_broker
+    env = {**rtd_env, "RTD_BROKER": f"kafka://127.0.0.1:{proxy.port}"}
+    pipeline = Pipeline(processes, env, rate=RATE, sources=4)
+    await pipeline.start_sim()
+    bridge = pipeline.start_bridge()
+    await bridge.await_log(r"bridge reading ")
+    proxy.cut()
+    await bridge.await_log(r"bridge paused for \d+s: the broker acknowledges nothing")
+
+    assert processes.terminate(bridge, timeout=STOP_SECONDS + 20) == 0
+    log = bridge.log_text()
+    assert re.search(r"the broker acknowledged nothing more in 10s of stopping; stopping with [1-9]\d* message", log)
+    assert re.search(r"bridge stopped: readings_read=\d+", log)
+    assert "Traceback" not in log and "Unclosed" not in log  # the producer closed too, not left to the exit

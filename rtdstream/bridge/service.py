@@ -17,12 +17,14 @@ from rtdstream.bridge.reader import StreamReader
 from rtdstream.bridge.stats import BridgeStats
 from rtdstream.config import BridgeCommandSettings, is_valid_source_id
 from rtdstream.models import dead_letter
-from rtdstream.producer import start_idempotent_producer
+from rtdstream.producer import start_idempotent_producer, stop_producer
 
 log = logging.getLogger(__name__)
 
 STAGE = "bridge"
 STATS_INTERVAL = 30.0
+#: Longest a stopping bridge waits for the broker to acknowledge what it read.
+STOP_SECONDS = 10.0
 
 
 class Bridge:
@@ -75,15 +77,38 @@ class Bridge:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                # Either raises BrokerRefused once the broker refused a message for good:
-                # then nothing more is sent, and the connections still close.
-                for reader in readers:
-                    await reader.finish_handover()
-                await self._envelopes.stop()
+                await self._hand_over(readers, producer)
             finally:
                 await session.close()
-                await producer.stop()
                 log.info("bridge stopped: %s", self.stats.summary())
+
+    async def _hand_over(self, readers: list[StreamReader], producer: AIOKafkaProducer) -> None:
+        """Deliver what was read and close the producer, within STOP_SECONDS.
+
+        Without the bound a stop waited for the broker for ever: with the broker
+        away, aiokafka retries each send for its whole request timeout (two
+        minutes) and the bridge then sends again, as it must while running.
+        Past the bound the deliveries still in flight are cancelled: they never
+        moved their sources' resume positions, so a resumable source sends them
+        again when the bridge restarts. Raises BrokerRefused once the broker
+        refused a message for good (nothing more is sent then).
+        """
+        envelopes = self._envelopes
+        assert envelopes is not None
+        deadline = asyncio.get_running_loop().time() + STOP_SECONDS
+        try:
+            async with asyncio.timeout_at(deadline):
+                for reader in readers:
+                    await reader.finish_handover()
+                await envelopes.stop()
+        except TimeoutError:
+            log.warning(
+                "bridge: the broker acknowledged nothing more in %.0fs of stopping; stopping with %d message(s) "
+                "undelivered (a resumable source sends them again when the bridge restarts)",
+                STOP_SECONDS, envelopes.abandon(),
+            )
+        finally:
+            await stop_producer(producer, within=max(0.0, deadline - asyncio.get_running_loop().time()))
 
     async def _on_frames(self, default_source: str, url: str, frames: list[Frame]) -> None:
         """Queue a chunk's records in their sources' envelopes; waits only when one must ship (or the broker lags)."""
