@@ -9,14 +9,14 @@ of ``rtd.readings`` through it as they share the others through Faust's group,
 and ``faust -A rtdstream.app worker`` runs it like any agent.
 
 An input batch is what arrives within ``RTD_VALIDATE_WITHIN`` of its first
-message (:func:`take_batch`), taken one message of each partition in turn. Its readings become one batch per source and input
-partition (:mod:`rtdstream.gather`, in segments no wider in event time than
-the grace period), keyed by source so the next stages see each source in order
-on one partition. Its
-offsets are committed only once the broker has acknowledged everything the
-batch produced, and in input order; meanwhile the next batches are validated
-and sent (up to MAX_IN_FLIGHT), so waiting for the broker never idles the
-stage. A crash replays what was not committed: every batch lists the input
+message (:func:`take_batch`), taken one message of each partition in turn.
+Its readings become one batch per source and input partition
+(:mod:`rtdstream.gather`, in segments no wider in event time than the grace
+period), keyed by source so the next stages see each source in order on one
+partition. Its offsets are committed only once the broker has acknowledged
+everything the batch produced, and in input order; meanwhile the next batches
+are validated and sent (up to MAX_IN_FLIGHT), so waiting for the broker never
+idles the stage. A crash replays what was not committed: every batch lists the input
 parts it holds, and later stages take only parts they have not applied
 (:mod:`rtdstream.origins`).
 
