@@ -112,8 +112,6 @@ class EnvelopeProducer:
         self._paused_since: float | None = None
         #: The broker's final refusal of a message, raised to every later caller.
         self._refused: BrokerRefused | None = None
-        #: Set once a stopping bridge gave up on the broker (:meth:`abandon`).
-        self._abandoned = False
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_lingering(), name="envelope-linger")
@@ -187,7 +185,6 @@ class EnvelopeProducer:
         For a bridge that stops while the broker is away: none of them moved its
         source's resume position (:attr:`delivered_times`).
         """
-        self._abandoned = True
         for task in self._in_flight:
             task.cancel()
         left, self._pending = len(self._in_flight) + len(self._pending), {}
@@ -271,7 +268,7 @@ class EnvelopeProducer:
         self._slots.release()
         self._in_flight.remove(task)
         paused_for, self._paused_since = self.paused_for(), None
-        if paused_for is not None and paused_for >= LONG_PAUSE and not self._abandoned:
+        if paused_for is not None and paused_for >= LONG_PAUSE and not task.cancelled():  # cancelled: abandon()
             log.info("the broker acknowledges again: reading resumed after %.1fs (%s)", paused_for, self._stats.summary())
 
     async def _deliver_envelope(self, source: str, raws: list[bytes], max_time: int) -> None:
