@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from rtdstream.bridge.service import STOP_SECONDS
+from rtdstream.worker_app import STOP_SECONDS as WORKER_STOP_SECONDS
 from rtdstream.broker import EmbeddedBroker, free_port
 from tests.conftest import TEST_BROKER
 from tests.support.apache_kafka import ApacheKafka, free_port_range
@@ -146,3 +147,35 @@ async def test_a_bridge_stopped_while_the_broker_is_away_exits_within_its_bound(
     assert re.search(r"the broker acknowledged nothing more in 10s of stopping; stopping with [1-9]\d* message", log)
     assert re.search(r"bridge stopped: readings_read=\d+", log)
     assert "Traceback" not in log and "Unclosed" not in log  # the producer closed too, not left to the exit
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_worker_stopped_while_the_broker_is_away_exits_within_its_bound_and_loses_nothing(
+    proxied_broker: tuple[EmbeddedBroker | ApacheKafka, TcpProxy], rtd_env: dict[str, str], processes: ProcessGroup,
+    mysql_url: str, mariadb: MariaDB,
+) -> None:
+    """SIGTERM stops the worker even when the broker is gone, and the next worker takes over what it held.
+
+    Unbounded, Faust's stop waited for the broker for ever: its producer's flush, then its
+    consumer's last commit, and it ignores a second signal.
+    """
+    _, proxy = proxied_broker
+    database = mysql_url.rsplit("/", 1)[1]
+    env = {**rtd_env, "RTD_BROKER": f"kafka://127.0.0.1:{proxy.port}", "RTD_DATABASE_URL": mysql_url}
+    pipeline = Pipeline(processes, env, rate=RATE, sources=4)
+    worker = await pipeline.start_worker()
+    await pipeline.start_sim()
+    pipeline.start_bridge()
+    await wait_for_rows(mariadb, database, 500)
+    proxy.cut()
+
+    assert processes.terminate(worker, timeout=WORKER_STOP_SECONDS + 20) == 0
+    log = worker.log_text()
+    assert re.search(rf"still stopping {WORKER_STOP_SECONDS:.0f}s after SIGTERM \(is the broker reachable\?\)", log)
+    assert "Traceback" not in log
+
+    proxy.restore()
+    await pipeline.start_worker()
+    emitted = await pipeline.end_stream()
+    await stored_exactly_once(mariadb, database, emitted, pipeline.env, workers=pipeline.workers)
