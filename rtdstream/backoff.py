@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import random
 
+#: The jitter's source when none is given. One per process: seeding a ``Random`` reads the
+#: operating system's entropy (15 us here), and a Backoff is made for every message the
+#: bridge and the worker's stages produce, in case its delivery has to be retried.
+_SHARED_RNG = random.Random()
+
 
 class Backoff:
     """Delays of ``initial * 2**n`` capped at ``cap``, each drawn from its upper half.
@@ -16,7 +21,7 @@ class Backoff:
         self.initial = initial
         self.cap = cap
         self._attempt = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
 
     def next(self) -> float:
         ceiling = min(self.cap, self.initial * 2**self._attempt)
