@@ -68,6 +68,14 @@ def paused_reports(log: str) -> list[tuple[int, int, int]]:
     return [(int(paused), int(read), int(delivered)) for paused, read, delivered in re.findall(PAUSED, log)]
 
 
+def pipeline_through(
+    proxy: TcpProxy, processes: ProcessGroup, rtd_env: dict[str, str], mysql_url: str
+) -> tuple[Pipeline, str]:
+    """A pipeline whose processes reach the broker only through ``proxy``: (it, its database's name)."""
+    env = {**rtd_env, "RTD_BROKER": f"kafka://127.0.0.1:{proxy.port}", "RTD_DATABASE_URL": mysql_url}
+    return Pipeline(processes, env, rate=RATE, sources=4), mysql_url.rsplit("/", 1)[1]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 async def test_bridge_and_worker_ride_out_60s_without_the_broker_and_lose_nothing(
@@ -75,9 +83,7 @@ async def test_bridge_and_worker_ride_out_60s_without_the_broker_and_lose_nothin
     mysql_url: str, mariadb: MariaDB,
 ) -> None:
     _, proxy = proxied_broker
-    database = mysql_url.rsplit("/", 1)[1]
-    env = {**rtd_env, "RTD_BROKER": f"kafka://127.0.0.1:{proxy.port}", "RTD_DATABASE_URL": mysql_url}
-    pipeline = Pipeline(processes, env, rate=RATE, sources=4)
+    pipeline, database = pipeline_through(proxy, processes, rtd_env, mysql_url)
     worker = await pipeline.start_worker()
     await pipeline.start_sim()
     bridge = pipeline.start_bridge()
@@ -161,9 +167,7 @@ async def test_a_worker_stopped_while_the_broker_is_away_exits_within_its_bound_
     consumer's last commit, and it ignores a second signal.
     """
     _, proxy = proxied_broker
-    database = mysql_url.rsplit("/", 1)[1]
-    env = {**rtd_env, "RTD_BROKER": f"kafka://127.0.0.1:{proxy.port}", "RTD_DATABASE_URL": mysql_url}
-    pipeline = Pipeline(processes, env, rate=RATE, sources=4)
+    pipeline, database = pipeline_through(proxy, processes, rtd_env, mysql_url)
     worker = await pipeline.start_worker()
     await pipeline.start_sim()
     pipeline.start_bridge()
