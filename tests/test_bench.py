@@ -128,6 +128,27 @@ def test_a_short_soak_loses_nothing_and_reports_memory_and_descriptors(tmp_path:
     }, "client p99", report["measured"]["latency_ms"]["client"]["p99_ms"], "ms")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_drain_waits_for_every_reading_and_finds_the_store_exact(mariadb: MariaDB, tmp_path: Path) -> None:
+    """``--drain``: the workers drain a pre-filled ``rtd.readings`` and the command waits for all of it.
+
+    It once stopped the workers as soon as the highest ``readings.id`` reached
+    the number of readings, with nearly a quarter of them still to store (MariaDB leaves
+    gaps in the ids of an ``INSERT ... SELECT``), and then failed with a traceback.
+    """
+    before = bench_databases(mariadb)
+    result = run_bench(["--drain", "200000", "--format", "single", "--output", str(tmp_path / "results")],
+                       cwd=tmp_path, timeout=220)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    drained = json.loads((run_dir / "drain.json").read_text())
+    assert drained["readings"] == drained["stored"] == drained["legacy_rows"] == 200_000
+    assert drained["readings_per_s"] > 0 and drained["raw_consume_per_s"] > 0
+    assert bench_databases(mariadb) == before
+
+
 def test_a_bad_option_is_one_line_naming_it(tmp_path: Path) -> None:
     result = run_bench(["--rate", "0"], cwd=tmp_path, timeout=60)
     assert result.returncode == 2

@@ -28,6 +28,7 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from rtdstream import topics
 from rtdstream.bench.database import BenchDatabase
@@ -38,13 +39,15 @@ from rtdstream.bench.runner import BenchFailed, BenchLostReadings, start_groups_
 from rtdstream.broker import EmbeddedBroker
 from rtdstream.config import Settings
 from rtdstream.kafka_security import ClientOptions, client_options
-from rtdstream.lag import topic_partitions
+from rtdstream.lag import measure_worker_lag, topic_partitions
 from rtdstream.sink.schema import legacy_data, readings
 
 FORMATS = ("single", "envelope")
 ENVELOPE_READINGS = 500
-#: The drain is over once the stored count stood still this long.
+#: The drain is given up once the workers' lag stood still this long.
 STALL_SECONDS = 30.0
+#: How often the workers' lag is measured while they drain, in seconds.
+LAG_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,11 @@ async def run_drain(options: DrainOptions, settings: Settings, out: Callable[[st
     (run_dir / "drain.json").write_text(json.dumps(asdict(result), indent=2))
     out(result.line())
     if not result.exact:
-        raise BenchLostReadings({"drained": True, "emitted": result.readings, "stored": result.stored,
-                                 "legacy_rows": result.legacy_rows})
+        raise BenchLostReadings({
+            "drained": True, "client_missing": 0,
+            "lost": max(result.readings - min(result.stored, result.legacy_rows), 0),
+            "unexpected_rows": max(max(result.stored, result.legacy_rows) - result.readings, 0),
+        })
     return result
 
 
@@ -122,7 +128,7 @@ async def _drain(
     pipeline.env["RTD_LEGACY_TABLE"] = "true"  # key-less: a double write shows there
     try:
         await pipeline.start_workers()
-        await _wait_until_stored(database, options.readings, pipeline)
+        await _wait_until_drained(client, app_id, pipeline)
     except PipelineFailed as exc:
         raise BenchFailed(f"the worker failed: {exc}") from None
     finally:
@@ -175,18 +181,30 @@ async def _ends(client: ClientOptions) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def _wait_until_stored(database: BenchDatabase, readings_: int, pipeline: Pipeline) -> None:
-    """Until every reading is stored, or the count stood still for STALL_SECONDS (then some are missing)."""
-    last, changed = -1, time.monotonic()
+async def _wait_until_drained(client: ClientOptions, app_id: str, pipeline: Pipeline) -> None:
+    """Until the workers have committed all of their input, or their lag stood still for STALL_SECONDS.
+
+    Each stage commits its input only once its output is acknowledged (the sink:
+    once MySQL has committed the rows), so no lag on ``rtd.readings`` and
+    ``rtd.validated`` means every reading is stored. Not the highest
+    ``readings.id``: MariaDB reserves the ids of an ``INSERT ... SELECT`` in
+    doubling blocks and drops what a statement leaves unused, so the highest id
+    passed the number of readings with nearly a quarter of them still to store
+    (200,000 with 153,861 stored).
+    """
+    last, changed = None, time.monotonic()
     while time.monotonic() - changed < STALL_SECONDS:
         pipeline.check_alive()
-        async with database.engine.connect() as conn:  # MAX(id) is one index lookup, COUNT(*) a scan
-            stored = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(readings.c.id), 0)))).scalar_one()
-        if stored >= readings_:
+        try:
+            lag = await measure_worker_lag(client, app_id)
+        except (KafkaError, OSError, TimeoutError):
+            lag = None  # a busy broker: measured again at the next interval
+        if lag is not None and lag.partitions and lag.total == 0:
             return
-        if stored != last:
-            last, changed = stored, time.monotonic()
-        await asyncio.sleep(0.5)
+        total = lag.total if lag is not None else last
+        if total != last:
+            last, changed = total, time.monotonic()
+        await asyncio.sleep(LAG_INTERVAL)
 
 
 async def _stored(database: BenchDatabase) -> tuple[int, int, float]:
