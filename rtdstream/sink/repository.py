@@ -154,9 +154,22 @@ class HistoryRepository:
         return await self._page(query, w.start, tiebreak, order=order, limit=limit, after=after)
 
     async def max_reading_id(self) -> int | None:
-        """The highest readings id: its growth per second is the stored rate (one primary-key lookup)."""
+        """The highest readings id (one primary-key lookup); 0 for an empty table, None without one."""
         rows = await self._rows(sa.select(sa.func.max(readings_table.c.id).label("id")))
         return int(rows[0]["id"]) if rows and rows[0]["id"] is not None else (0 if rows else None)
+
+    async def readings_after(self, after_id: int) -> tuple[int, int] | None:
+        """(readings with an id above ``after_id``, the highest id), read by primary key; None without the table.
+
+        The ids are not a count: MariaDB reserves the ids of a multi-row
+        ``INSERT ... SELECT`` (the sink's) in doubling blocks and drops what a
+        statement leaves unused.
+        """
+        r = readings_table.c
+        newer = sa.select(sa.func.count()).where(r.id > after_id).scalar_subquery()
+        top = sa.select(sa.func.coalesce(sa.func.max(r.id), 0)).scalar_subquery()
+        rows = await self._rows(sa.select(newer.label("newer"), top.label("top")))
+        return (int(rows[0]["newer"]), int(rows[0]["top"])) if rows else None
 
     async def window_buckets(
         self, source: str, *, window: str, start: int, end: int, step: int

@@ -27,6 +27,9 @@ class StoredHistory:
     def __init__(self, repository: HistoryRepository, *, timeout: float = 3.0) -> None:
         self.repository = repository
         self.timeout = timeout
+        #: The highest readings id counted in :attr:`_stored` (None: not read yet).
+        self._counted_to: int | None = None
+        self._stored = 0
 
     async def recent(self, source: str, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
         """(newest readings, newest window aggregates) of ``source``, or None when unavailable."""
@@ -39,13 +42,33 @@ class StoredHistory:
             return None
         return readings, windows
 
-    async def max_reading_id(self) -> int | None:
-        """The highest stored reading id (the health panel's stored rate), or None when unavailable."""
+    async def stored_total(self) -> int | None:
+        """Readings stored since the first call, for the health panel's stored rate; None when unavailable.
+
+        Each call counts the rows past the highest id the one before saw (by
+        primary key: as many rows as were stored since). The growth of the
+        highest id is no count: the sink's ``INSERT ... SELECT`` leaves gaps in
+        the ids on MariaDB (the highest id passed 200,000 with 153,861 readings
+        stored, in a benchmark). A transaction that commits after a later one of another
+        worker has ids below the mark and is missed, so with several workers
+        the rate can read a little low.
+        """
         try:
             async with asyncio.timeout(self.timeout):
-                return await self.repository.max_reading_id()
+                if self._counted_to is None:
+                    self._counted_to = await self.repository.max_reading_id()
+                    return None if self._counted_to is None else self._stored
+                counted = await self.repository.readings_after(self._counted_to)
         except DATABASE_ERRORS:
             return None
+        if counted is None:  # the table is gone
+            self._counted_to = None
+            return None
+        newer, top = counted
+        if top >= self._counted_to:
+            self._stored += newer
+        self._counted_to = top  # below the mark: the table was emptied, and counting starts again from there
+        return self._stored
 
     async def latest(self) -> list[dict[str, Any]] | None:
         """The newest stored reading of every source, or None when unavailable."""

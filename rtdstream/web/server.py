@@ -87,7 +87,7 @@ class WebView:
             self.fleet,
             self.dead_letters,
             checks=self.api.dependency_checks,
-            stored_total=self.history.max_reading_id,
+            stored_total=self.history.stored_total,
             feed_ready=self.feed.ready.is_set,
             clients=lambda: session_count(self.sio),
         )
