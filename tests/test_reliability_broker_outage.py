@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from rtdstream.bridge.service import STOP_SECONDS
-from rtdstream.worker_app import STOP_SECONDS as WORKER_STOP_SECONDS
 from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.worker_app import STOP_SECONDS as WORKER_STOP_SECONDS
 from tests.conftest import TEST_BROKER
 from tests.support.apache_kafka import ApacheKafka, free_port_range
 from tests.support.mariadb import MariaDB

@@ -7,8 +7,8 @@ manager encodes each event once). The health part reuses what the web view
 already knows: the broker, database and lag checks shared with ``/healthz``
 (at most one a second, see :meth:`~rtdstream.web.api.HttpApi.dependency_checks`), the
 readings the feed counted, the dead letters it kept, and the number of
-connected clients; the stored rate is the growth of the readings table's
-highest id, one primary-key lookup a second.
+connected clients; the stored rate is the rows stored since the last second,
+counted by primary key (:meth:`~rtdstream.web.history.StoredHistory.stored_total`).
 """
 
 from __future__ import annotations
