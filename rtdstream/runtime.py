@@ -18,6 +18,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from rtdstream.errors import UserError
+from rtdstream.log_throttle import throttle_kafka_client_logs
 
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 #: RTD_LOG_FORMAT=json: these fields, renamed, plus ``time`` and every ``extra`` of the event.
@@ -35,6 +36,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """One event per line: in the shape of the Faust worker's log lines, or JSON."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(LOG_FORMAT))
+    throttle_kafka_client_logs([handler])
     logging.basicConfig(level=_LEVELS.get(level.lower(), level.upper()), handlers=[handler])
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -23,6 +23,7 @@ from rtdstream import topics
 from rtdstream.config import Settings
 from rtdstream.errors import UserError
 from rtdstream.kafka_security import faust_credentials
+from rtdstream.log_throttle import throttle_kafka_client_logs
 from rtdstream.producer import compression_type
 from rtdstream.recovery_watchdog import RecoveryWatchdog
 from rtdstream.runtime import worker_logging_config
@@ -79,7 +80,8 @@ class Worker(faust.Worker):
     To spin on every log record, the spinner sets the root logger to DEBUG when
     the level is WARN or above (Faust's default): every debug call of aiokafka
     and Faust then builds a record that no handler prints. With one-reading
-    messages that was 7% of the worker's CPU.
+    messages that was 7% of the worker's CPU. The Kafka client's repeated
+    warnings are held back as in every process (:mod:`rtdstream.log_throttle`).
 
     A stop on SIGTERM or Ctrl-C that has not ended after :data:`STOP_SECONDS`
     ends the process with one warning and exit status 0. Faust ignores a second
@@ -92,6 +94,7 @@ class Worker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+        throttle_kafka_client_logs(logger.handlers)
 
     def _schedule_shutdown(self, received: signal.Signals) -> None:
         if not self._signal_stop_time:  # the first signal: Faust ignores the others

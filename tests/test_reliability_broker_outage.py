@@ -21,6 +21,7 @@ import pytest
 
 from rtdstream.bridge.service import STOP_SECONDS
 from rtdstream.broker import EmbeddedBroker, free_port
+from rtdstream.log_throttle import INTERVAL
 from rtdstream.worker_app import STOP_SECONDS as WORKER_STOP_SECONDS
 from tests.conftest import TEST_BROKER
 from tests.support.apache_kafka import ApacheKafka, free_port_range
@@ -66,6 +67,16 @@ def proxied_broker(tmp_path: Path) -> Iterator[tuple[EmbeddedBroker | ApacheKafk
 def paused_reports(log: str) -> list[tuple[int, int, int]]:
     """(seconds paused, readings read, readings delivered) of each "bridge paused" line."""
     return [(int(paused), int(read), int(delivered)) for paused, read, delivered in re.findall(PAUSED, log)]
+
+
+def assert_kafka_client_repeats_held_back(log: str, *, seconds: float) -> None:
+    """aiokafka's "Unable connect" errors in ``log``, which covers ``seconds`` of an outage, came once per INTERVAL.
+
+    Unthrottled, a worker logged them about every 100 ms per client: some
+    3,000 lines in the 20 s of one stop.
+    """
+    lines = len(re.findall(r"Unable connect to node", log))
+    assert 1 <= lines <= seconds / INTERVAL + 2, f"{lines} 'Unable connect' lines in {seconds:.0f}s"
 
 
 def pipeline_through(
@@ -119,6 +130,7 @@ async def test_bridge_and_worker_ride_out_60s_without_the_broker_and_lose_nothin
     await bridge.await_log(r"the broker acknowledges again: reading resumed after \d+\.\ds")
     for name, bound in MEMORY_BOUND_MB.items():
         assert watch.growth_mb(name) < bound, f"{name} grew {watch.growth_mb(name):.1f} MB"
+    assert_kafka_client_repeats_held_back(bridge.log_text()[bridge_log_at_cut:], seconds=OUTAGE + 10)
 
     emitted = await pipeline.end_stream()
     await stored_exactly_once(mariadb, database, emitted, pipeline.env, workers=pipeline.workers)
@@ -178,6 +190,7 @@ async def test_a_worker_stopped_while_the_broker_is_away_exits_within_its_bound_
     log = worker.log_text()
     assert re.search(rf"still stopping {WORKER_STOP_SECONDS:.0f}s after SIGTERM \(is the broker reachable\?\)", log)
     assert "Traceback" not in log
+    assert_kafka_client_repeats_held_back(log, seconds=WORKER_STOP_SECONDS + 10)
 
     proxy.restore()
     await pipeline.start_worker()
