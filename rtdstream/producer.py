@@ -57,7 +57,7 @@ async def start_idempotent_producer(settings: ProducerSettings, **options: Any) 
     return producer
 
 
-async def stop_producer(producer: AIOKafkaProducer, *, within: float) -> bool:
+async def stop_producer(producer: AIOKafkaProducer, *, within: float) -> None:
     """Stop ``producer``, waiting at most ``within`` seconds for the broker to take what it holds.
 
     ``AIOKafkaProducer.stop`` waits until every batch it holds is delivered or
@@ -65,20 +65,17 @@ async def stop_producer(producer: AIOKafkaProducer, *, within: float) -> bool:
     SIGTERM went unanswered that long. Past ``within`` the producer's sender
     task is cancelled, aiokafka having no public way to drop its batches; its
     ``stop`` then only closes the connections. The caller has not committed
-    the input of what is dropped, or can have it sent again. False when it
-    dropped something.
+    the input of what is dropped, or can have it sent again.
     """
     stopping = asyncio.ensure_future(producer.stop())
     try:
         async with asyncio.timeout(within):
             await asyncio.shield(stopping)
-        return True
     except TimeoutError:
         sender = producer._sender  # aiokafka 0.12-0.14: its stop() ends early once this task is done
         if sender.sender_task is not None:
             sender.sender_task.cancel()
         await stopping
-        return False
 
 
 @contextmanager
