@@ -51,13 +51,28 @@ class Item:
     rejected: Rejected | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one transaction of a batch wrote: counted in the metrics once it is known to be committed."""
+
+    written: dict[str, int]
+    rejected: list[Rejected]
+    replayed: int
+
+
 @dataclass(slots=True)
 class SinkBatch:
-    """The messages one transaction writes; ``written`` turns true once it is committed."""
+    """The messages one transaction writes; ``written`` turns true once it is committed.
+
+    ``committing`` is the outcome of the last attempt that reached its COMMIT. A
+    commit whose reply is lost (the connection drops) may have landed: the next
+    attempt's ledger tells, and the outcome counted is then this one.
+    """
 
     topic: str
     items: list[Item]
     written: bool = False
+    committing: Outcome | None = None
 
     def last_offsets(self) -> dict[int, int]:
         """Highest offset per partition in the batch."""

@@ -10,6 +10,12 @@ for ``readings`` and ``window_aggregates``. Rows the database refuses go to
 ``rtd.dlq``. Whether to try again after a failed attempt is
 :mod:`rtdstream.sink.retrying`'s decision.
 
+A commit whose reply is lost (the connection drops after MariaDB committed)
+fails the attempt though the rows are stored. The retry's ledger finds them and
+writes nothing, and the metrics count what the lost commit wrote
+(``SinkBatch.committing``): ``rtd_sink_rows_written_total`` stays the rows the
+worker wrote, which the tests compare with the rows the tables hold.
+
 The caller acknowledges the Kafka messages only after
 :meth:`SinkWriter.write_until_done` returns, so Kafka's committed offset
 (where consumption resumes) never passes a row that is not in the database.
@@ -29,7 +35,7 @@ from rtdstream import metrics
 from rtdstream.sink import schema
 from rtdstream.sink.database import is_row_error, reason
 from rtdstream.sink.ledger import Highwater, OffsetLedger
-from rtdstream.sink.records import STAGE, Item, Rejected, SinkBatch
+from rtdstream.sink.records import STAGE, Item, Outcome, Rejected, SinkBatch
 from rtdstream.sink.retrying import write_until_done
 from rtdstream.sink.statements import Row, Statement, Statements, reading_rows, stamp, window_rows
 from rtdstream.validation import Reason
@@ -92,12 +98,14 @@ class SinkWriter:
             await self._ledger.remember(conn, statements, batch.topic, claim, now)
             if rejected:
                 await self._send_dead_letters(batch.topic, rejected)
+            outcome = Outcome(written, rejected, replayed=len(batch.items) - len(claim.fresh))
+            if batch.committing is not None and not claim.fresh:
+                # The earlier attempt's commit landed, its reply did not: what it wrote is this
+                # batch's outcome, not a replay (the ledger, read under its lock, says all is stored).
+                outcome = batch.committing
+            batch.committing = outcome
         batch.written = True
-        for table, count in written.items():
-            metrics.SINK_ROWS_WRITTEN.labels(table).inc(count)
-        for rejection in rejected:
-            metrics.READINGS_REJECTED.labels(STAGE, rejection.reason).inc()
-        metrics.SINK_REPLAYED.inc(len(batch.items) - len(claim.fresh))
+        _count(outcome)
 
     async def _write_items(
         self, conn: AsyncConnection, statements: Statements, items: list[Item], now: datetime, *, isolate: bool
@@ -167,3 +175,12 @@ class SinkWriter:
 
 def _dead_letter_json(values: dict[str, Any]) -> bytes:
     return orjson.dumps({key: value for key, value in values.items() if key not in _NOT_IN_DLQ_RECORD})
+
+
+def _count(outcome: Outcome) -> None:
+    """Add a committed transaction's outcome to the sink's metrics."""
+    for table, count in outcome.written.items():
+        metrics.SINK_ROWS_WRITTEN.labels(table).inc(count)
+    for rejection in outcome.rejected:
+        metrics.READINGS_REJECTED.labels(STAGE, rejection.reason).inc()
+    metrics.SINK_REPLAYED.inc(outcome.replayed)

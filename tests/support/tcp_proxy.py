@@ -15,7 +15,9 @@ class TcpProxy:
 
     :meth:`cut` drops every open connection and refuses new ones, the way a
     crashed server or a pulled cable looks to a client; :meth:`restore`
-    accepts connections again.
+    accepts connections again. :meth:`lose_next_reply` drops a connection
+    just after the server answered a request, so the client never learns the
+    answer of a request the server carried out.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -25,6 +27,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._lose_next_reply = False
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -42,6 +45,13 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._call(self._listen())
+
+    def lose_next_reply(self) -> None:
+        """The next bytes a server sends are dropped with their connection (new connections are accepted)."""
+        self._call(self._arm_reply_loss())
+
+    async def _arm_reply_loss(self) -> None:
+        self._lose_next_reply = True
 
     def _call(self, coro: object) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)  # type: ignore[arg-type]
@@ -72,15 +82,22 @@ class TcpProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, server_writer))
-        await asyncio.gather(
-            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer)
-        )
+        with contextlib.suppress(asyncio.CancelledError):  # the proxy shutting down
+            await asyncio.gather(
+                self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer, server_writer)
+            )
         self._writers.difference_update((client_writer, server_writer))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, replier: asyncio.StreamWriter | None = None
+    ) -> None:
+        """Copy ``reader`` to ``writer``; ``replier`` names the server's end when these are its replies."""
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if replier is not None and self._lose_next_reply:
+                    self._lose_next_reply = False
+                    replier.transport.abort()
+                    break
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
