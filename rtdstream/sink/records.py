@@ -66,7 +66,9 @@ class SinkBatch:
 
     ``committing`` is the outcome of the last attempt that reached its COMMIT. A
     commit whose reply is lost (the connection drops) may have landed: the next
-    attempt's ledger tells, and the outcome counted is then this one.
+    attempt's ledger tells, and the outcome counted is then this one. (Should a
+    rebalance meanwhile give the partitions to another worker that writes them,
+    both count the rows; the tables still hold them once.)
     """
 
     topic: str
