@@ -43,6 +43,11 @@ class GroupLag:
     def total(self) -> int:
         return sum(p.lag for p in self.partitions)
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether the group has processed all its input; not while it has no partitions to measure yet."""
+        return bool(self.partitions) and self.total == 0
+
     def by_topic(self) -> dict[str, int]:
         totals: dict[str, int] = {}
         for p in self.partitions:

@@ -199,7 +199,7 @@ async def _wait_until_drained(client: ClientOptions, app_id: str, pipeline: Pipe
             lag = await measure_worker_lag(client, app_id)
         except (KafkaError, OSError, TimeoutError):
             lag = None  # a busy broker: measured again at the next interval
-        if lag is not None and lag.partitions and lag.total == 0:
+        if lag is not None and lag.caught_up:
             return
         total = lag.total if lag is not None else last
         if total != last:

@@ -144,7 +144,7 @@ async def sink_caught_up(env: dict[str, str]) -> bool:
         lag = await measure_worker_lag(client_options(settings), settings.app_id)
     except (KafkaError, OSError, TimeoutError):
         return False
-    return bool(lag.partitions) and lag.total == 0
+    return lag.caught_up
 
 
 def stored_windows(mariadb: MariaDB, database: str) -> dict[tuple[str, str, int], list[float]]:
