@@ -7,14 +7,14 @@ every tenth and hundredth time, walks older generations that hold the whole
 heap of imported modules (Faust, aiokafka, SQLAlchemy, python-socketio). At
 tens of thousands of readings a second that walk took a third of the time
 of the bridge's line framer and of the validation of an envelope (measured
-with a 300,000-object heap: 1.6-1.75 us a reading, 1.0 us with this), and
-the worker drained one-reading messages 37% faster and envelopes 15% faster
-without it (``rtdstream bench --drain``, docs/performance.md).
+with a 300,000-object heap: 1.6-1.75 us a reading, 1.0 us with this). With
+this, the worker drains one-reading messages 20-37% faster, and envelopes up
+to 15% faster (``rtdstream bench --drain``, alternated; docs/performance.md).
 
 So once a process has started, :func:`tune_collector` freezes what start-up
-allocated (it is never garbage, and no collection walks it again) and lets
-the youngest generation grow to :data:`YOUNG_THRESHOLD` objects before it
-is collected. Collection stays automatic: a reference cycle made while
+allocated (modules, the app, settings: they live as long as the process, and
+no collection walks them again) and lets the youngest generation grow to
+:data:`YOUNG_THRESHOLD` objects before it is collected. Collection stays automatic: a reference cycle made while
 running is freed within that many allocations, so memory stays bounded.
 """
 
