@@ -14,8 +14,9 @@ to 15% faster (``rtdstream bench --drain``, alternated; docs/performance.md).
 So once a process has started, :func:`tune_collector` freezes what start-up
 allocated (modules, the app, settings: they live as long as the process, and
 no collection walks them again) and lets the youngest generation grow to
-:data:`YOUNG_THRESHOLD` objects before it is collected. Collection stays automatic: a reference cycle made while
-running is freed within that many allocations, so memory stays bounded.
+:data:`YOUNG_THRESHOLD` objects before it is collected. Collection stays
+automatic: a reference cycle made while running is freed within that many
+allocations, so memory stays bounded.
 """
 
 from __future__ import annotations
