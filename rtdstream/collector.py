@@ -1,35 +1,27 @@
-"""Keep CPython's cyclic garbage collector off the per-reading path.
+"""Keep CPython's cyclic garbage collector from walking the start-up heap again and again.
 
-Every reading allocates short-lived objects (orjson's dict, a tuple, ints),
-which reference counting frees at once; but each allocation also counts
-towards the cyclic collector, which by default runs every 700 of them and,
-every tenth and hundredth time, walks older generations that hold the whole
-heap of imported modules (Faust, aiokafka, SQLAlchemy, python-socketio). At
-tens of thousands of readings a second that walk took a third of the time
-of the bridge's line framer and of the validation of an envelope (measured
-with a 300,000-object heap: 1.6-1.75 us a reading, 1.0 us with this). With
-this, the worker drains one-reading messages 20-37% faster, and envelopes up
-to 15% faster (``rtdstream bench --drain``, alternated; docs/performance.md).
+A running process holds a large heap that lives as long as it does: the
+modules of Faust, aiokafka, SQLAlchemy and python-socketio, the app, its
+settings. CPython's cyclic collector walks all of it on every collection of
+its oldest generation, though none of it ever becomes garbage. Frozen once
+start-up is done, it is out of every collection. Measured with the worker
+draining one-reading messages, six runs each alternated on the embedded
+broker (``rtdstream bench --drain 200000 --format single``; docs/performance.md),
+gave medians of 29,113/s without and 33,494/s with the freeze (ranges
+27,878-32,755 and 26,216-35,100: the host's own spread is that wide).
 
-So once a process has started, :func:`tune_collector` freezes what start-up
-allocated (modules, the app, settings: they live as long as the process, and
-no collection walks them again) and lets the youngest generation grow to
-:data:`YOUNG_THRESHOLD` objects before it is collected. Collection stays
-automatic: a reference cycle made while running is freed within that many
-allocations, so memory stays bounded.
+The collector's thresholds stay CPython's. Letting the youngest generation
+grow to 50,000 objects drained no faster within the spread (35,400/s), but
+cyclic garbage then waited that much longer to be freed: under connection
+churn the web view's RSS grew 1.7-2.1 MB instead of 0.4-0.6 MB.
 """
 
 from __future__ import annotations
 
 import gc
 
-#: Allocations (net of frees) between two collections of the youngest generation; CPython's is 700.
-YOUNG_THRESHOLD = 50_000
 
-
-def tune_collector() -> None:
-    """Freeze the start-up heap and collect the youngest generation every :data:`YOUNG_THRESHOLD` allocations."""
-    gc.collect()  # what start-up left as garbage is freed, not frozen
+def freeze_startup_heap() -> None:
+    """Free what start-up left as garbage, then move everything it kept out of the collector's reach."""
+    gc.collect()  # garbage is freed, not frozen
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, middle, old)

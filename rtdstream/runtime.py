@@ -17,7 +17,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from rtdstream.collector import tune_collector
+from rtdstream.collector import freeze_startup_heap
 from rtdstream.errors import UserError
 from rtdstream.log_throttle import throttle_kafka_client_logs
 
@@ -55,7 +55,7 @@ def worker_logging_config(log_format: str) -> dict[str, Any] | None:
 
 def run_main(main: Coroutine[Any, Any, None], *, name: str) -> int:
     """Run ``main`` until it returns or a signal stops it; the process exit code."""
-    tune_collector()  # everything is imported by now (rtdstream.collector)
+    freeze_startup_heap()  # everything is imported by now (rtdstream.collector)
     return asyncio.run(_supervise(main, name))
 
 

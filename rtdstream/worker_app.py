@@ -20,7 +20,7 @@ import faust
 from faust.types import TransportT
 
 from rtdstream import topics
-from rtdstream.collector import tune_collector
+from rtdstream.collector import freeze_startup_heap
 from rtdstream.config import Settings
 from rtdstream.errors import UserError
 from rtdstream.kafka_security import faust_credentials
@@ -73,7 +73,7 @@ class RtdApp(faust.App):
         except UserError as exc:
             print(f"rtdstream worker: {exc}", file=sys.stderr, flush=True)
             os._exit(exc.exit_code)  # nothing has started yet, there is nothing to clean up
-        tune_collector()  # the app, its stages and their modules are built by now (rtdstream.collector)
+        freeze_startup_heap()  # the app, its stages and their modules are built by now (rtdstream.collector)
 
 
 class Worker(faust.Worker):
