@@ -20,7 +20,7 @@ import faust
 from faust.types import TransportT
 
 from rtdstream import topics
-from rtdstream.collector import freeze_startup_heap
+from rtdstream.collector import collect_young_generation_less_often, freeze_startup_heap
 from rtdstream.config import Settings
 from rtdstream.errors import UserError
 from rtdstream.kafka_security import faust_credentials
@@ -74,6 +74,7 @@ class RtdApp(faust.App):
             print(f"rtdstream worker: {exc}", file=sys.stderr, flush=True)
             os._exit(exc.exit_code)  # nothing has started yet, there is nothing to clean up
         freeze_startup_heap()  # the app, its stages and their modules are built by now (rtdstream.collector)
+        collect_young_generation_less_often()
 
 
 class Worker(faust.Worker):

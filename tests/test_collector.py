@@ -1,4 +1,4 @@
-"""The start-up heap is frozen (rtdstream.collector), and cycles made later are still freed unasked.
+"""The start-up heap is frozen (rtdstream.collector), and cycles made later are still freed unasked, in the worker too.
 
 Run in a fresh interpreter: the freeze is process-wide and must not leak into the test session.
 """
@@ -11,7 +11,7 @@ import sys
 
 _PROBE = """
 import gc, json, weakref
-from rtdstream.collector import freeze_startup_heap
+from rtdstream.collector import WORKER_YOUNG_THRESHOLD, collect_young_generation_less_often, freeze_startup_heap
 
 class Node:
     pass
@@ -24,8 +24,9 @@ def cycle():
 startup_kept = [[] for _ in range(20_000)]  # what start-up builds and keeps (modules, app, settings)
 startup_garbage = cycle()
 freeze_startup_heap()
+collect_young_generation_less_often()  # the worker's setting: the slowest to free a cycle
 running_garbage = cycle()
-held = [[] for _ in range(100_000)]  # what a running process allocates and keeps a while
+held = [[] for _ in range(3 * WORKER_YOUNG_THRESHOLD)]  # what a running process allocates and keeps a while
 print(json.dumps({
     "startup_garbage_freed": startup_garbage() is None,
     "running_garbage_freed": running_garbage() is None,
