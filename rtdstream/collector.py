@@ -12,7 +12,7 @@ The worker also lets the youngest generation grow to
 700): each message it consumes allocates container objects through Faust and
 aiokafka, and it holds no connections whose cyclic garbage would then wait
 longer to be freed. The web view does: with its youngest generation at 50,000
-its RSS grew 1.7-2.1 MB under connection churn instead of 0.4-0.6 MB, so the
+its RSS grew 1.7-2.1 MB under connection churn instead of 0.2-0.6 MB, so the
 other processes keep CPython's thresholds.
 
 Drains of one-reading messages by the worker (``rtdstream bench --drain
